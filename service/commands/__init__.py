@@ -1,0 +1,1 @@
+"""Subcommands of `tuwen` (see service/cli.py); each module exposes register(subparsers)."""

@@ -1,0 +1,57 @@
+"""`tuwen embed`: print L2-normalised embeddings as JSON, from a model bundle or a PyTorch checkpoint.
+
+The bundle path runs ONNX Runtime and never imports torch. The checkpoint path is provided by the
+training package through the ``tuwen.embedders`` entry point named ``checkpoint``, so that the service
+package stays importable without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Protocol
+
+from service.cli import CommandError
+
+
+class EmbedResult(Protocol):
+    model: str
+    dim: int
+    embeddings: list[list[float]]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser("embed", help="print L2-normalised embeddings of texts or images as JSON")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", type=Path, help="model bundle directory (ONNX Runtime, no torch)")
+    source.add_argument("--checkpoint", type=Path, help="checkpoint file or HF directory (PyTorch)")
+    p.add_argument("--arch", help="model name, e.g. ViT-B-16 (required with --checkpoint)")
+    inputs = p.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--text", nargs="+", metavar="T", help="one or more texts")
+    inputs.add_argument("--image", nargs="+", type=Path, metavar="PATH", help="one or more image files")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.bundle is not None:
+        from service.engines.embed_bundle import embed_with_bundle
+
+        result = embed_with_bundle(args.bundle, texts=args.text, images=args.image)
+    else:
+        if not args.arch:
+            raise CommandError("--arch is required with --checkpoint (e.g. --arch ViT-B-16)")
+        embedder = _checkpoint_embedder()
+        result = embedder(args.checkpoint, arch=args.arch, texts=args.text, images=args.image)
+    json.dump({"model": result.model, "dim": result.dim, "embeddings": result.embeddings}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _checkpoint_embedder():  # type: ignore[no-untyped-def]
+    found = [ep for ep in entry_points(group="tuwen.embedders") if ep.name == "checkpoint"]
+    if not found:
+        raise CommandError("--checkpoint needs the training extra: pip install 'tuwen[training]'")
+    return found[0].load()
