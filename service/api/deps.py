@@ -1,0 +1,40 @@
+"""Typed dependency aliases: what endpoints receive (``services: ServicesDep, tenant: TenantDep``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from service.api.errors import ApiError
+from service.api.state import Services
+from service.security import presented_key
+
+
+def get_services(request: Request) -> Services:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        raise ApiError(503, "not_ready", "the service is starting; retry shortly", {"Retry-After": "5"})
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+def current_tenant(
+    services: ServicesDep,
+    authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
+    x_api_key: Annotated[str | None, Header(description="the API key (alternative to Authorization)")] = None,
+) -> str:
+    tenant = services.api_keys.tenant_for(presented_key(authorization, x_api_key))
+    if tenant is None:
+        raise ApiError(
+            401,
+            "unauthorized",
+            "a valid API key is required: send `Authorization: Bearer <key>`",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    return tenant
+
+
+TenantDep = Annotated[str, Depends(current_tenant)]

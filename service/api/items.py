@@ -1,0 +1,157 @@
+"""``/items``: ingest (idempotent upsert by id), read and delete items; image thumbnails.
+
+A write is answered only after Milvus accepted it. An image's thumbnail is written after that, so a
+listed thumbnail never belongs to a write that failed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Request, Response
+
+from service.api.deps import ServicesDep, TenantDep
+from service.api.embed import record
+from service.api.errors import ApiError
+from service.api.forms import (
+    JSON,
+    MULTIPART,
+    body_doc,
+    form_files,
+    form_json,
+    form_text,
+    json_body,
+    multipart,
+    require_media_type,
+)
+from service.api.schemas import (
+    DeleteResponse,
+    ItemResponse,
+    Kind,
+    Limits,
+    TextItemsRequest,
+    UpsertResponse,
+)
+from service.api.search import thumbnail_url
+from service.api.state import Services
+from service.store import Item
+from service.store.schema import ID_MAX_BYTES
+from service.thumbnails import MEDIA_TYPE
+
+router = APIRouter(tags=["items"])
+
+_FORM_FIELDS = {
+    "image": {"type": "string", "format": "binary"},
+    "id": {"type": "string", "maxLength": ID_MAX_BYTES},
+    "metadata": {"type": "string", "description": "a JSON object"},
+}
+ItemIdPath = Annotated[str, Path(min_length=1, max_length=ID_MAX_BYTES)]
+
+
+def _check_id(item_id: Any, where: str = "id") -> str:
+    if not isinstance(item_id, str) or not item_id.strip():
+        raise ApiError(422, "invalid_request", f"{where} is required: a non-empty string")
+    if len(item_id.encode()) > ID_MAX_BYTES or any(ord(c) < 32 or ord(c) == 127 for c in item_id):
+        raise ApiError(
+            422,
+            "invalid_id",
+            f"{where} must be at most {ID_MAX_BYTES} bytes of UTF-8 without control characters",
+        )
+    return item_id
+
+
+def _check_metadata(limits: Limits, metadata: Any, where: str = "metadata") -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise ApiError(422, "invalid_request", f"{where} must be a JSON object")
+    return limits.metadata(metadata, where)
+
+
+@router.post(
+    "/items",
+    response_model=UpsertResponse,
+    openapi_extra=body_doc(TextItemsRequest, _FORM_FIELDS),
+    summary="Ingest an image (multipart) or texts (JSON); replaces items with the same id",
+)
+async def upsert_items(request: Request, services: ServicesDep, tenant: TenantDep) -> UpsertResponse:
+    if require_media_type(request, JSON, MULTIPART) == JSON:
+        return await _upsert_texts(services, tenant, await json_body(request, TextItemsRequest))
+    form = await multipart(request, max_files=1)
+    item_id = _check_id(form_text(form, "id"))
+    metadata = _check_metadata(services.limits, form_json(form, "metadata"))
+    files = form_files(form, "image")
+    if not files:
+        raise ApiError(422, "invalid_request", "send the image as the form file 'image'")
+    embedded, decoded = await services.embedder.embed_images([await files[0].read()])
+    record(embedded)
+    thumbnail = await services.embedder.in_thread(services.thumbnails.render, decoded[0].image)
+    item = Item(id=item_id, vector=embedded.vectors[0].tolist(), tenant=tenant, metadata=metadata)
+    await services.store.run("upsert", lambda store: store.upsert("image", [item]))
+    await services.embedder.in_thread(services.thumbnails.put, tenant, item_id, thumbnail)
+    return UpsertResponse(kind="image", ids=[item_id])
+
+
+async def _upsert_texts(services: Services, tenant: str, body: TextItemsRequest) -> UpsertResponse:
+    limits = services.limits
+    if len(body.items) > limits.max_texts:
+        raise ApiError(
+            413,
+            "too_many_texts",
+            f"{len(body.items)} items in one request; at most {limits.max_texts} (TUWEN_MAX_TEXTS)",
+        )
+    for i, entry in enumerate(body.items):
+        _check_id(entry.id, f"items[{i}].id")
+        limits.text(entry.text, f"items[{i}].text")
+        _check_metadata(limits, entry.metadata, f"items[{i}].metadata")
+    ids = [entry.id for entry in body.items]
+    if len(set(ids)) != len(ids):
+        raise ApiError(422, "duplicate_id", "each id may appear once per request")
+    embedded = await services.embedder.embed_texts([entry.text for entry in body.items])
+    record(embedded)
+    items = [
+        Item(id=entry.id, vector=vector.tolist(), tenant=tenant, metadata=entry.metadata, text=entry.text)
+        for entry, vector in zip(body.items, embedded.vectors, strict=True)
+    ]
+    await services.store.run("upsert", lambda store: store.upsert("text", items))
+    return UpsertResponse(kind="text", ids=ids)
+
+
+@router.get("/items/{kind}/{item_id}", response_model=ItemResponse, summary="Read one item")
+async def get_item(kind: Kind, item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep) -> ItemResponse:
+    item = await services.store.run("get", lambda store: store.get(kind, item_id, tenant))
+    if item is None:
+        raise ApiError(404, "not_found", f"no {kind} item with id {item_id!r}")
+    return ItemResponse(
+        kind=kind,
+        id=item.id,
+        metadata=dict(item.metadata),
+        text=item.text,
+        thumbnail_url=thumbnail_url(item.id) if kind == "image" else None,
+        created_at=item.created_at,
+    )
+
+
+@router.delete("/items/{kind}/{item_id}", response_model=DeleteResponse, summary="Remove one item")
+async def delete_item(
+    kind: Kind, item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep
+) -> DeleteResponse:
+    deleted = await services.store.run("delete", lambda store: store.delete(kind, item_id, tenant))
+    if not deleted:
+        raise ApiError(404, "not_found", f"no {kind} item with id {item_id!r}")
+    if kind == "image":
+        await services.embedder.in_thread(services.thumbnails.delete, tenant, item_id)
+    return DeleteResponse(kind=kind, id=item_id, deleted=True)
+
+
+@router.get(
+    "/items/image/{item_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {MEDIA_TYPE: {}}}},
+    summary="An ingested image's thumbnail (JPEG)",
+)
+async def thumbnail(item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep) -> Response:
+    data = await services.embedder.in_thread(services.thumbnails.get, tenant, item_id)
+    if data is None:
+        raise ApiError(404, "not_found", f"no thumbnail for image {item_id!r}")
+    return Response(data, media_type=MEDIA_TYPE, headers={"Cache-Control": "private, max-age=60"})

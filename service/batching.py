@@ -1,0 +1,173 @@
+"""Dynamic batching: requests that arrive within a few milliseconds share one inference call.
+
+One `Batcher` per tower. Its single worker task owns the queue: it takes the first waiting input, waits
+at most ``wait_ms`` for more (up to ``max_batch``), runs the batch in a thread (engines block), and hands
+each input its own row through its own future. A backend error is set on every future of the batch and
+the worker carries on. The queue is bounded: past ``max_queue`` waiting inputs, `submit` raises
+`QueueFull` at once, which the API answers with 429 and ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+
+Payload = TypeVar("Payload")
+
+
+class BatchMetrics(Protocol):
+    """What a batcher reports (service.metrics implements it; tests may pass a recorder)."""
+
+    def batch_formed(
+        self, tower: str, size: int, queue_seconds: Sequence[float], inference_seconds: float
+    ) -> None: ...
+
+    def queue_depth(self, tower: str, depth: int) -> None: ...
+
+    def queue_rejected(self, tower: str) -> None: ...
+
+
+class QueueFull(Exception):
+    """The tower's queue is full: the caller should retry after ``retry_after`` seconds."""
+
+    def __init__(self, tower: str, retry_after: int = 1) -> None:
+        super().__init__(f"the {tower} tower is busy ({tower} queue full); retry in {retry_after} s")
+        self.tower = tower
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One input's embedding and where its time went (for metrics and the Server-Timing header)."""
+
+    vector: np.ndarray
+    queue_seconds: float
+    inference_seconds: float
+    batch_size: int
+
+
+@dataclass
+class _Job(Generic[Payload]):
+    payload: Payload
+    future: asyncio.Future[Embedded]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher(Generic[Payload]):
+    """Owns one tower's queue. ``run_batch`` maps a list of payloads to an [N, D] array (blocking)."""
+
+    def __init__(
+        self,
+        tower: str,
+        run_batch: Callable[[list[Payload]], np.ndarray],
+        *,
+        max_batch: int,
+        wait_ms: float,
+        max_queue: int,
+        metrics: BatchMetrics | None = None,
+    ) -> None:
+        self.tower = tower
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._wait = wait_ms / 1000
+        self._max_queue = max_queue
+        self._metrics = metrics
+        self._queue: asyncio.Queue[_Job[Payload]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        # One thread per tower: batches of one tower run one after another; the two towers in parallel.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tuwen-{tower}")
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.tower}")
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RuntimeError(f"the {self.tower} batcher stopped"))
+        self._executor.shutdown(wait=True)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    async def submit(self, payloads: Sequence[Payload]) -> list[Embedded]:
+        """Queue every payload (all or none), then wait for their rows."""
+        if self._worker is None or self._worker.done():
+            raise RuntimeError(f"the {self.tower} batcher is not running")
+        if self._queue.qsize() + len(payloads) > self._max_queue:
+            if self._metrics:
+                self._metrics.queue_rejected(self.tower)
+            raise QueueFull(self.tower)
+        loop = asyncio.get_running_loop()
+        jobs = [_Job(p, loop.create_future()) for p in payloads]
+        for job in jobs:
+            self._queue.put_nowait(job)
+        self._report_depth()
+        try:
+            return list(await asyncio.gather(*(job.future for job in jobs)))
+        except BaseException:
+            for job in jobs:  # a cancelled or failed request leaves nothing for the worker to compute
+                job.future.cancel()
+            raise
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = await self._collect(loop)
+            self._report_depth()
+            jobs = [job for job in jobs if not job.future.done()]  # skip requests that went away
+            if not jobs:
+                continue
+            started = time.perf_counter()
+            try:
+                out = await loop.run_in_executor(self._executor, self._run_batch, [j.payload for j in jobs])
+                if len(out) != len(jobs):
+                    raise RuntimeError(
+                        f"the {self.tower} engine returned {len(out)} rows for {len(jobs)} inputs"
+                    )
+            except Exception as exc:  # every request of the batch gets the error; the worker goes on
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            inference = time.perf_counter() - started
+            waits = [started - job.enqueued for job in jobs]
+            for job, row, waited in zip(jobs, out, waits, strict=True):
+                if not job.future.done():
+                    job.future.set_result(Embedded(row, waited, inference, len(jobs)))
+            if self._metrics:
+                self._metrics.batch_formed(self.tower, len(jobs), waits, inference)
+
+    async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Job[Payload]]:
+        jobs = [await self._queue.get()]
+        deadline = loop.time() + self._wait
+        while len(jobs) < self._max_batch:
+            if not self._queue.empty():
+                jobs.append(self._queue.get_nowait())
+                continue
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                jobs.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        return jobs
+
+    def _report_depth(self) -> None:
+        if self._metrics:
+            self._metrics.queue_depth(self.tower, self._queue.qsize())

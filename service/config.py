@@ -1,0 +1,174 @@
+"""The service's settings: one pydantic-settings class, read from ``TUWEN_*`` environment variables.
+
+Every field carries a ``description``: the deploy files (compose, Helm values, docs) mirror them and a
+test checks they match, so a new knob is documented once, here. Bad values fail at start-up with the
+variable's name, not on the first request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUWEN_", extra="ignore", frozen=True)
+
+    # The model and the engines.
+    bundle: Path = Field(
+        Path("artifacts/demo/bundle"),
+        description="Model bundle directory (manifest.json, ONNX towers, vocab) exported by `tuwen export`.",
+    )
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = Field(
+        "auto",
+        description="Inference backend: auto picks native TensorRT when the bundle has engines for this GPU, "
+        "else ONNX Runtime with the best execution provider present.",
+    )
+    precision: Literal["auto", "fp32", "fp16", "int8"] = Field(
+        "auto", description="Tower precision to load from the bundle; auto = fp16 on GPU, fp32 on CPU."
+    )
+    engine_cache_dir: Path | None = Field(
+        None,
+        description="Where TensorRT engines built at start are cached when the bundle directory is read-only "
+        "(default: inside the bundle).",
+    )
+    intra_op_threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime intra-op threads per tower (default: the runtime's choice)."
+    )
+
+    # Where data lives.
+    data_dir: Path = Field(
+        Path("data"), description="Data directory: the local Milvus data and thumbnails live here by default."
+    )
+    milvus_uri: str = Field(
+        "",
+        description="Milvus to use: http://host:19530 "
+        "(Milvus Standalone/Distributed), a path ending in .db (Milvus Lite, one process) or another local "
+        "path (a Milvus server the app runs itself on that directory). Empty = <DATA_DIR>/milvus.",
+    )
+    milvus_token: SecretStr | None = Field(
+        None, description="Milvus token (user:password or API key) for a secured Milvus server."
+    )
+    milvus_index_type: (
+        Literal["FLAT", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8", "AUTOINDEX", "GPU_CAGRA"] | None
+    ) = Field(
+        None,
+        description="Vector index; unset = FLAT on Milvus Lite, HNSW on a Milvus server. GPU_CAGRA on Milvus GPU "
+        "(top_k <= 1024).",
+    )
+    milvus_index_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Index build parameters as JSON, e.g. {"M": 16, "efConstruction": 200} for HNSW.',
+    )
+    milvus_search_params: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Search parameters as JSON, e.g. {"ef": 64} for HNSW or {"itopk_size": 128} for GPU_CAGRA.',
+    )
+    thumbnail_dir: Path | None = Field(
+        None, description="Directory of ingested images' thumbnails (default: <DATA_DIR>/thumbnails)."
+    )
+    thumbnail_size: int = Field(256, ge=16, le=2048, description="Longest side of stored thumbnails, pixels.")
+
+    # Dynamic batching.
+    max_batch_text: int = Field(64, ge=1, le=4096, description="Most texts one text-tower batch holds.")
+    max_batch_image: int = Field(16, ge=1, le=4096, description="Most images one image-tower batch holds.")
+    batch_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="Longest a request waits for others to share its batch, milliseconds."
+    )
+    max_queue: int = Field(
+        512, ge=1, description="Most inputs waiting per tower; beyond it requests get 429 with Retry-After."
+    )
+
+    # Security and limits.
+    api_keys: SecretStr | None = Field(
+        None,
+        description="API keys as key:tenant,key:tenant. When set (or API_KEYS_FILE), every API call needs "
+        "`Authorization: Bearer <key>` and sees only its tenant's items; unset = open, tenant `default`.",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="File of API keys, one key:tenant per line (# comments allowed); merged with API_KEYS.",
+    )
+    max_upload_bytes: int = Field(
+        10 * MiB,
+        ge=1024,
+        description="Largest request body accepted, bytes (413 beyond, checked while streaming).",
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        ge=1,
+        description="Largest decoded image, width*height pixels (guards decompression bombs).",
+    )
+    max_images: int = Field(16, ge=1, description="Most images in one /embed request.")
+    max_texts: int = Field(
+        64, ge=1, description="Most texts in one /embed, /v1/embeddings or /items request."
+    )
+    max_text_chars: int = Field(512, ge=1, description="Longest text accepted, characters.")
+    max_top_k: int = Field(100, ge=1, le=16384, description="Largest top_k a search may ask for.")
+    max_metadata_bytes: int = Field(4096, ge=2, description="Largest item metadata accepted, bytes of JSON.")
+
+    # The HTTP server.
+    host: str = Field("127.0.0.1", description="Address `tuwen serve` listens on (0.0.0.0 in containers).")
+    port: int = Field(8000, ge=1, le=65535, description="Port `tuwen serve` listens on.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    cors: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser, comma-separated (* = any); empty = none.",
+    )
+
+    @field_validator("cors", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> Settings:
+        # Parse now so a malformed key list stops the start, naming the variable.
+        self.api_key_tenants()
+        return self
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus")
+
+    @property
+    def resolved_thumbnail_dir(self) -> Path:
+        return self.thumbnail_dir or self.data_dir / "thumbnails"
+
+    def api_key_tenants(self) -> dict[str, str]:
+        """Configured API keys → tenant. Empty means the API is open (everyone is tenant ``default``)."""
+        entries: list[tuple[str, str]] = []
+        if self.api_keys is not None:
+            for chunk in self.api_keys.get_secret_value().split(","):
+                if chunk.strip():
+                    entries.append(("TUWEN_API_KEYS", chunk.strip()))
+        if self.api_keys_file is not None:
+            try:
+                lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ValueError(f"TUWEN_API_KEYS_FILE: cannot read {self.api_keys_file}: {exc}") from exc
+            for line in lines:
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    entries.append((f"TUWEN_API_KEYS_FILE ({self.api_keys_file})", line))
+        keys: dict[str, str] = {}
+        for source, entry in entries:
+            key, sep, tenant = entry.rpartition(":")
+            if not sep or not key.strip() or not tenant.strip():
+                raise ValueError(
+                    f"{source}: each entry must be key:tenant, got an entry without a key or tenant"
+                )
+            keys[key.strip()] = tenant.strip()
+        return keys

@@ -1,0 +1,137 @@
+"""Dynamic batching in isolation (a fake engine is fine here: the integration tests use real bundles)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher, QueueFull
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.rejected = 0
+        self.depths: list[int] = []
+
+    def batch_formed(self, tower, size, queue_seconds, inference_seconds) -> None:  # type: ignore[no-untyped-def]
+        self.sizes.append(size)
+
+    def queue_depth(self, tower, depth) -> None:  # type: ignore[no-untyped-def]
+        self.depths.append(depth)
+
+    def queue_rejected(self, tower) -> None:  # type: ignore[no-untyped-def]
+        self.rejected += 1
+
+
+def doubling_engine(calls: list[list[float]]):  # type: ignore[no-untyped-def]
+    def run(batch: list[float]) -> np.ndarray:
+        calls.append(list(batch))
+        return np.array([[x, 2 * x] for x in batch], dtype=np.float32)
+
+    return run
+
+
+def run_async(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(asyncio.wait_for(coro, timeout=20))
+
+
+def test_concurrent_requests_share_batches_and_each_gets_its_own_row() -> None:
+    async def main() -> None:
+        calls: list[list[float]] = []
+        metrics = Recorder()
+        batcher = Batcher(
+            "text", doubling_engine(calls), max_batch=8, wait_ms=50, max_queue=100, metrics=metrics
+        )
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit([float(i)]) for i in range(20)))
+        await batcher.stop()
+        for i, rows in enumerate(results):
+            assert rows[0].vector.tolist() == [i, 2 * i]
+        assert max(len(c) for c in calls) == 8  # capped at max_batch
+        assert sum(len(c) for c in calls) == 20
+        assert len(calls) < 20 and metrics.sizes == [len(c) for c in calls]
+
+    run_async(main())
+
+
+def test_a_lone_request_is_not_held_longer_than_the_wait() -> None:
+    async def main() -> None:
+        calls: list[list[float]] = []
+        batcher = Batcher("text", doubling_engine(calls), max_batch=64, wait_ms=1, max_queue=10)
+        batcher.start()
+        rows = await batcher.submit([3.0, 4.0])  # one request with two inputs
+        await batcher.stop()
+        assert [r.vector.tolist() for r in rows] == [[3, 6], [4, 8]]
+        assert rows[0].batch_size == 2
+
+    run_async(main())
+
+
+def test_a_backend_error_reaches_every_request_of_its_batch_and_the_batcher_goes_on() -> None:
+    async def main() -> None:
+        fail = threading.Event()
+        fail.set()
+
+        def engine(batch: list[float]) -> np.ndarray:
+            if fail.is_set():
+                raise RuntimeError("engine exploded")
+            return np.array([[x] for x in batch], dtype=np.float32)
+
+        batcher = Batcher("image", engine, max_batch=8, wait_ms=30, max_queue=100)
+        batcher.start()
+        outcomes = await asyncio.gather(
+            *(batcher.submit([float(i)]) for i in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(o, RuntimeError) and "exploded" in str(o) for o in outcomes)
+        fail.clear()
+        rows = await batcher.submit([7.0])
+        await batcher.stop()
+        assert rows[0].vector.tolist() == [7.0]
+
+    run_async(main())
+
+
+def test_a_full_queue_refuses_at_once_and_counts_the_rejection() -> None:
+    async def main() -> None:
+        release = threading.Event()
+
+        def slow(batch: list[float]) -> np.ndarray:
+            release.wait(10)
+            return np.zeros((len(batch), 1), dtype=np.float32)
+
+        metrics = Recorder()
+        batcher = Batcher("text", slow, max_batch=1, wait_ms=0, max_queue=3, metrics=metrics)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([0.0]))  # taken by the worker, blocks the engine
+        await asyncio.sleep(0.05)
+        queued = asyncio.ensure_future(batcher.submit([1.0, 2.0, 3.0]))  # fills the queue
+        await asyncio.sleep(0.01)
+        with pytest.raises(QueueFull) as refused:
+            await batcher.submit([4.0])
+        assert refused.value.retry_after >= 1 and metrics.rejected == 1
+        release.set()
+        assert len(await queued) == 3 and len(await first) == 1
+        await batcher.stop()
+
+    run_async(main())
+
+
+def test_a_cancelled_request_does_not_break_the_others() -> None:
+    async def main() -> None:
+        calls: list[list[float]] = []
+        batcher = Batcher("text", doubling_engine(calls), max_batch=8, wait_ms=50, max_queue=100)
+        batcher.start()
+        doomed = asyncio.ensure_future(batcher.submit([1.0]))
+        kept = asyncio.ensure_future(batcher.submit([2.0]))
+        await asyncio.sleep(0)
+        doomed.cancel()
+        rows = await kept
+        await batcher.stop()
+        assert rows[0].vector.tolist() == [2, 4]
+        assert all(1.0 not in c for c in calls)
+
+    run_async(main())
