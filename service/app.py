@@ -1,0 +1,148 @@
+"""The FastAPI app: ``create_app(settings)``. Engines, batchers and the store are made in the lifespan
+and kept on ``app.state.services``; nothing happens at import.
+
+Run it with ``tuwen serve`` (one process: the embedded Milvus and the batchers live in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from pydantic.json_schema import models_json_schema
+
+from service.api import embed, health, items, openai, search, web
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestMiddleware
+from service.api.schemas import EmbedTextsRequest, Limits, SearchRequest, TextItemsRequest
+from service.api.state import Services, StoreHandle
+from service.config import Settings
+from service.metrics import Metrics
+from service.security import ApiKeys
+from service.thumbnails import ThumbnailStore
+
+log = logging.getLogger("tuwen")
+
+# Bodies read by the endpoints themselves (JSON or multipart) are documented from these models.
+DOCUMENTED_MODELS = (EmbedTextsRequest, SearchRequest, TextItemsRequest)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await asyncio.to_thread(_build_services, settings, metrics)
+        services.embedder.start()
+        app.state.services = services
+        try:
+            await asyncio.to_thread(services.store.ping)  # connect (and start a local Milvus) before serving
+            services.metrics.ready.set(1 if services.engines_warm and services.store.ping() else 0)
+            yield
+        finally:
+            app.state.services = None
+            await services.embedder.stop()
+            await asyncio.to_thread(services.store.close)
+
+    app = FastAPI(
+        title="Tuwen",
+        summary="Chinese cross-modal (text ↔ image) search",
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.services = None
+    install_error_handlers(app)
+    for router in (embed.router, search.router, items.router, openai.router, health.router, web.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=web.WEB_DIR), name="static")
+    if settings.cors:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type"],
+        )
+    app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_upload_bytes, metrics=metrics)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _build_services(settings: Settings, metrics: Metrics) -> Services:
+    """Load and warm the engines and open the store (blocking: runs in a thread during start-up)."""
+    from service.bundle import Bundle
+    from service.embedder import BatchSettings, Embedder
+    from service.engines import load_towers
+    from service.store import VectorStore
+
+    bundle = Bundle.load(settings.bundle)
+    towers = load_towers(
+        bundle, backend=settings.backend, precision=settings.precision, threads=settings.intra_op_threads
+    )
+    towers.warmup()
+    log.info(
+        "model %s (dim %d) on %s %s", bundle.model_name, bundle.embed_dim, towers.backend, towers.providers
+    )
+    embedder = Embedder(
+        towers,
+        bundle.tokenizer(),
+        bundle.image_spec(),
+        BatchSettings(
+            settings.max_batch_text, settings.max_batch_image, settings.batch_wait_ms, settings.max_queue
+        ),
+        max_image_bytes=settings.max_upload_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        metrics=metrics,
+    )
+    store = VectorStore(
+        settings.resolved_milvus_uri,
+        model=bundle.model_name,
+        dim=bundle.embed_dim,
+        token=settings.milvus_token.get_secret_value() if settings.milvus_token else "",
+        index_type=settings.milvus_index_type,
+        index_params=settings.milvus_index_params or None,
+        search_params=settings.milvus_search_params or None,
+        max_top_k=settings.max_top_k,
+    )
+    return Services(
+        settings=settings,
+        metrics=metrics,
+        api_keys=ApiKeys(settings.api_key_tenants()),
+        limits=Limits(settings),
+        model=bundle.model_name,
+        dim=bundle.embed_dim,
+        embedder=embedder,
+        store=StoreHandle(store, metrics),
+        thumbnails=ThumbnailStore(settings.resolved_thumbnail_dir, settings.thumbnail_size),
+        backend=towers.backend,
+        engines_warm=True,
+    )
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+        _, defs = models_json_schema(
+            [(m, "validation") for m in DOCUMENTED_MODELS], ref_template="#/components/schemas/{model}"
+        )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tuwen")
+    except PackageNotFoundError:
+        return "0+unknown"
