@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q "torch==2.13.0"
 	$(BIN)/python -m pip install -q -e ".[cpu,training,dev]"
 	$(BIN)/python -m pip install -q --no-deps "cn-clip==1.6.0" "timm" "huggingface_hub" "safetensors"
+	# cn-clip's torchvision, kept out of site-packages (its __init__ fails here); tests/peers.py imports around it
+	$(BIN)/python -m pip install -q --no-deps --target $(VENV)/peers "torchvision==0.28.0"
 	touch $@
 
 lint: $(STAMP)
