@@ -1,0 +1,1 @@
+"""Tokenizer (``text``) and image preprocessing (``image``): the single torch-free definition of both."""
