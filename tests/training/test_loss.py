@@ -12,7 +12,9 @@ from training.loss import clip_loss
 
 def _features(n: int, d: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(torch.randn(n, d, generator=g), dim=-1)
+    return F.normalize(torch.randn(n, d, generator=g), dim=-1), F.normalize(
+        torch.randn(n, d, generator=g), dim=-1
+    )
 
 
 def test_matches_a_direct_computation():

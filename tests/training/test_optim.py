@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from training.models import build_model
-from training.optim import build_optimizer, build_scheduler, no_decay_parameter_ids, parameter_groups, warmup_cosine
+from training.optim import (
+    build_optimizer,
+    build_scheduler,
+    no_decay_parameter_ids,
+    parameter_groups,
+    warmup_cosine,
+)
 
 
 @pytest.mark.parametrize("arch", ["tiny-vit", "tiny-rn"])
@@ -27,7 +33,11 @@ def test_only_weight_matrices_decay(arch):
     assert all(name in kept for name, _ in model.named_parameters() if name.endswith("bias"))
     if arch == "tiny-vit":
         assert {"visual.class_embedding", "visual.positional_embedding", "visual.ln_pre.weight"} <= kept
-        assert {"visual.proj", "visual.conv1.weight", "visual.transformer.resblocks.0.attn.in_proj_weight"} <= decayed
+        assert {
+            "visual.proj",
+            "visual.conv1.weight",
+            "visual.transformer.resblocks.0.attn.in_proj_weight",
+        } <= decayed
     else:
         assert {"visual.bn1.weight", "visual.attnpool.positional_embedding"} <= kept
         assert {"visual.conv1.weight", "visual.attnpool.q_proj.weight"} <= decayed
@@ -41,7 +51,9 @@ def test_frozen_parameters_get_no_optimizer_state():
     in_groups = {id(p) for g in groups for p in g["params"]}
     assert not in_groups & {id(p) for p in model.visual.parameters()}
     assert in_groups == {id(p) for p in model.parameters() if p.requires_grad}
-    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6, device=torch.device("cpu"))
+    optimizer = build_optimizer(
+        model, lr=1e-3, weight_decay=0.2, betas=(0.9, 0.98), eps=1e-6, device=torch.device("cpu")
+    )
     assert [g["weight_decay"] for g in optimizer.param_groups] == [0.2, 0.0]
 
 

@@ -1,0 +1,263 @@
+"""Contrastive training of a Chinese CLIP: `python -m training.train --config FILE [key=value ...]`.
+
+Runs as one process or under `torchrun --nproc-per-node N` (DDP; NCCL on CUDA, gloo on CPU). A stage of
+the two-stage recipe is a config: stage 1 freezes the image tower, stage 2 starts from the stage-1
+checkpoint with everything trainable and a fresh optimizer and schedule (see training/configs/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from service.preprocessing.image import CLIP_MEAN, CLIP_STD, ImageSpec
+from service.preprocessing.text import ChineseTokenizer
+from training.checkpointing import (
+    atomic_save,
+    load_prefixed_state_dict,
+    load_training_state,
+    set_rng_state,
+    training_state,
+    weights_only,
+)
+from training.config import TrainConfig, load_config
+from training.data.dataset import Collator, ImageTextDataset, open_pairs
+from training.data.sampler import ShardedBatchSampler
+from training.distributed import DistEnv, all_reduce_mean, cleanup_distributed, init_distributed
+from training.evaluate import evaluate_retrieval, open_cnclip_split
+from training.flops import peak_tflops, training_flops_per_sample
+from training.loss import clip_loss
+from training.models import CLIP, build_model
+from training.optim import build_optimizer, build_scheduler
+from training.run_log import RunLog
+
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclass
+class TrainResult:
+    losses: list[float] = field(default_factory=list)  # per step of this run, averaged over ranks
+    checkpoint: Path | None = None  # the weights-only export (or the last resumable checkpoint)
+    evaluation: dict | None = None  # retrieval on the validation split (rank 0)
+
+
+def validate(model: CLIP, tokenizer: ChineseTokenizer, cfg: TrainConfig) -> dict | None:
+    """Retrieval recall on the validation split's Chinese-CLIP TSV/JSONL files, written to out_dir/eval."""
+    split = cfg.data.valid_split
+    if split is None:
+        return None
+    if not (cfg.data.root / f"{split}_imgs.tsv").is_file():
+        print(
+            f"no {cfg.data.root / f'{split}_imgs.tsv'}: validation skipped (set data.valid_split=null to silence)"
+        )
+        return None
+    data = open_cnclip_split(cfg.data.root, split)
+    return evaluate_retrieval(
+        model, tokenizer, data, out_dir=cfg.out_dir / "eval", on_error=cfg.data.on_error
+    )
+
+
+def build_initial_model(cfg: TrainConfig) -> CLIP:
+    """The model a run starts from: a checkpoint (fine-tuning / stage 2), or pretrained towers, or random."""
+    torch.manual_seed(cfg.seed)  # identical random init on every rank (DDP also broadcasts rank 0's)
+    if cfg.init.checkpoint is not None:
+        from training.checkpoints import load_checkpoint
+
+        return load_checkpoint(cfg.init.checkpoint, arch=cfg.arch).model
+    model = build_model(cfg.arch)
+    if cfg.init.openai_visual is not None:
+        from training.checkpoints import load_openai_visual
+
+        load_openai_visual(model, cfg.init.openai_visual)
+    if cfg.init.hf_bert is not None:
+        from training.checkpoints import load_hf_bert
+
+        load_hf_bert(model, cfg.init.hf_bert)
+    return model
+
+
+def freeze_image_tower(model: CLIP) -> None:
+    """Stage 1: no gradients and no optimizer state for the image tower."""
+    for param in model.visual.parameters():
+        param.requires_grad_(False)
+
+
+def set_train_mode(model: CLIP, image_tower_frozen: bool) -> None:
+    model.train()
+    if image_tower_frozen:
+        model.visual.eval()  # BatchNorm statistics and dropout must not move in a frozen tower
+
+
+def make_loader(
+    dataset, collator, cfg: TrainConfig, env: DistEnv, epoch: int, start_batch: int
+) -> DataLoader:
+    sampler = ShardedBatchSampler(
+        len(dataset),
+        cfg.batch_size,
+        rank=env.rank,
+        world_size=env.world_size,
+        seed=cfg.seed,
+        epoch=epoch,
+        start_batch=start_batch,
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=cfg.data.num_workers,
+        pin_memory=env.device.type == "cuda",
+        # the workers' base seed comes from this generator, not the global RNG, so that starting a loader
+        # on resume does not shift the random stream (dropout) against the uninterrupted run
+        generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch),
+    )
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    env = init_distributed()
+    try:
+        return _train(cfg, env)
+    finally:
+        cleanup_distributed()
+
+
+def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
+    # --- model, stage, optimizer -------------------------------------------------------------------------
+    model = build_initial_model(cfg).to(env.device)
+    if cfg.freeze_image_tower:
+        freeze_image_tower(model)
+    if cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    optimizer = build_optimizer(
+        model, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=cfg.betas, eps=cfg.eps, device=env.device
+    )
+    scheduler = build_scheduler(optimizer, cfg.warmup_steps, cfg.max_steps)
+    step, epoch, batch_in_epoch = 0, 0, 0
+    if cfg.resume is not None:  # continue this very run: weights, optimizer, schedule, RNG, data position
+        state = load_training_state(cfg.resume)
+        load_prefixed_state_dict(model, state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        step, epoch, batch_in_epoch = state["step"], state["data"]["epoch"], state["data"]["batch"]
+    set_train_mode(model, cfg.freeze_image_tower)
+    flops_per_sample = training_flops_per_sample(model) if env.is_main else None  # before DDP hooks exist
+    wrapped: nn.Module = DistributedDataParallel(model) if env.enabled else model
+    if cfg.compile:
+        wrapped = torch.compile(wrapped)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if cfg.precision == "bf16" or (cfg.precision == "auto" and env.device.type == "cuda")
+        else contextlib.nullcontext()
+    )
+
+    # --- data ----------------------------------------------------------------------------------------------
+    spec = ImageSpec(size=model.config.image_resolution, mean=CLIP_MEAN, std=CLIP_STD)
+    tokenizer = ChineseTokenizer.from_vocab(context_length=model.config.context_length)
+    pairs = open_pairs(cfg.data.format, cfg.data.root, cfg.data.train_split, cfg.data.on_error)
+    dataset, collator = ImageTextDataset(pairs, spec, cfg.data.on_error), Collator(tokenizer)
+
+    log = RunLog(
+        cfg.out_dir, enabled=env.is_main, total_steps=cfg.max_steps, initial_step=step, progress=cfg.progress
+    )
+    resolved = cfg.model_dump(mode="json")
+    result = TrainResult()
+    peak = peak_tflops(env.device, cfg.peak_tflops)
+    window_start, window_samples = time.perf_counter(), 0
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    while step < cfg.max_steps:
+        for images, input_ids in make_loader(dataset, collator, cfg, env, epoch, batch_in_epoch):
+            images = images.to(env.device, non_blocking=True)
+            input_ids = input_ids.to(env.device, non_blocking=True)
+            with autocast:
+                image_features, text_features, scale = wrapped(images, input_ids)
+            loss = clip_loss(
+                image_features.float(),
+                text_features.float(),
+                scale.float(),
+                rank=env.rank,
+                world_size=env.world_size,
+                gather_with_grad=cfg.gather_with_grad,
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():  # the temperature stays in [1, 100] as in CLIP
+                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+
+            step, batch_in_epoch = step + 1, batch_in_epoch + 1
+            window_samples += images.shape[0] * env.world_size
+            result.losses.append(all_reduce_mean(loss.item(), env))
+            log.step(step, result.losses[-1])
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                elapsed = time.perf_counter() - window_start
+                samples_per_s = window_samples / elapsed
+                stats = {
+                    "loss": result.losses[-1],
+                    "lr": scheduler.get_last_lr()[0],
+                    "logit_scale": model.logit_scale.exp().item(),
+                    "samples_per_s": samples_per_s,
+                    "epoch": epoch,
+                }
+                if flops_per_sample is not None and peak is not None:
+                    stats["mfu"] = samples_per_s * flops_per_sample / (peak * 1e12 * env.world_size)
+                log.scalars(step, stats)
+                window_start, window_samples = time.perf_counter(), 0
+            if cfg.save_every and step % cfg.save_every == 0 and env.is_main:
+                state = training_state(
+                    model=model, optimizer=optimizer, scheduler=scheduler, step=step, epoch=epoch,
+                    batch_in_epoch=batch_in_epoch, name=cfg.name, config=resolved,
+                )  # fmt: skip
+                atomic_save(state, cfg.out_dir / f"step-{step:06d}.pt")
+            if step >= cfg.max_steps:
+                break
+        else:  # the epoch ran out before the step budget
+            epoch, batch_in_epoch = epoch + 1, 0
+
+    # --- the end: a resumable checkpoint and the weights-only export ------------------------------------------
+    if env.is_main:
+        state = training_state(
+            model=model, optimizer=optimizer, scheduler=scheduler, step=step, epoch=epoch,
+            batch_in_epoch=batch_in_epoch, name=cfg.name, config=resolved,
+        )  # fmt: skip
+        atomic_save(state, cfg.out_dir / "last.pt")
+        result.checkpoint = cfg.out_dir / "last.pt"
+        if cfg.export_weights:
+            atomic_save(weights_only(state), cfg.out_dir / "checkpoint.pt")
+            result.checkpoint = cfg.out_dir / "checkpoint.pt"
+        log.message(f"step {step}: loss {result.losses[-1]:.4f}; checkpoint {result.checkpoint}")
+        result.evaluation = validate(model, tokenizer, cfg)
+        if result.evaluation is not None:
+            t2i = result.evaluation["text_to_image"]
+            log.scalars(step, {f"valid/text_to_image_{k}": v for k, v in t2i.items()})
+            log.message(
+                f"{cfg.data.valid_split}: text→image R@1 {t2i['r1']:.1f}, mean recall {t2i['mean_recall']:.1f}"
+            )
+    log.close()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="a YAML/JSON training config (training/configs/*.yaml)")
+    parser.add_argument(
+        "overrides", nargs="*", help="key=value overrides, dotted for sections: data.root=DIR"
+    )
+    args = parser.parse_args(argv)
+    train(load_config(args.config, args.overrides))
+
+
+if __name__ == "__main__":
+    main()
