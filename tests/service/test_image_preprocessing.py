@@ -1,0 +1,248 @@
+"""Image decoding and preprocessing against the official Chinese-CLIP transform.
+
+``official_transform`` runs the official steps the way ``cn_clip.clip.utils.image_transform`` runs them on
+a PIL image: torchvision's ``Resize((R, R), BICUBIC)`` calls ``img.resize((R, R), Image.BICUBIC)``, then
+``convert("RGB")``, ``ToTensor`` (uint8 → float32 / 255) and ``Normalize`` (``sub_(mean).div_(std)`` in
+float32). ``test_reference_is_the_official_transform`` checks it against the real transform when
+``cn_clip.clip`` can be imported (torchvision workaround in peers).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.preprocessing.image import (
+    CLIP_MEAN,
+    CLIP_STD,
+    ImageError,
+    ImageSpec,
+    decode_image,
+    preprocess,
+    to_rgb,
+)
+
+SPEC = ImageSpec(size=224)
+
+
+def official_transform(image: Image.Image, size: int = 224) -> np.ndarray:
+    resized = image.resize((size, size), Image.BICUBIC).convert("RGB")
+    pixels = np.array(resized, dtype=np.uint8).transpose(2, 0, 1).astype(np.float32) / np.float32(255)
+    mean = np.asarray(CLIP_MEAN, dtype=np.float32)[:, None, None]
+    std = np.asarray(CLIP_STD, dtype=np.float32)[:, None, None]
+    return (pixels - mean) / std
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def random_image(rng: np.random.Generator, width: int, height: int, mode: str = "RGB") -> Image.Image:
+    channels = {"RGB": 3, "RGBA": 4, "CMYK": 4, "L": None}[mode]
+    shape = (height, width) if channels is None else (height, width, channels)
+    return Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode=mode)
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.float64) - b.astype(np.float64)).max())
+
+
+SIZES = [(1, 1), (5000, 20), (3, 4000), (224, 224), (641, 479), (97, 1003), (2, 3)]
+
+
+def test_reference_is_the_official_transform() -> None:
+    try:
+        from peers import import_cn_clip
+
+        cn_clip = import_cn_clip()
+    except ImportError as e:
+        pytest.skip(f"cn_clip.clip cannot be imported here: {e}")
+    rng = np.random.default_rng(3)
+    for mode, (w, h) in [("RGB", (37, 91)), ("L", (300, 7)), ("RGB", (1, 1))]:
+        image = random_image(rng, w, h, mode)
+        theirs = cn_clip.image_transform(224)(image).numpy()
+        assert max_diff(official_transform(image), theirs) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_preprocess_equals_official(mode: str, width: int, height: int) -> None:
+    image = random_image(np.random.default_rng(width * 7919 + height), width, height, mode)
+    ours = preprocess([image], SPEC)
+    assert ours.shape == (1, 3, 224, 224) and ours.dtype == np.float32
+    assert max_diff(ours[0], official_transform(image)) <= 1e-6
+
+
+def test_batch_and_other_specs() -> None:
+    rng = np.random.default_rng(0)
+    images = [random_image(rng, 50 + i, 40, "RGB" if i % 2 else "L") for i in range(5)]
+    spec = ImageSpec(size=64)
+    ours = preprocess(images, spec)
+    assert ours.shape == (5, 3, 64, 64)
+    for i, image in enumerate(images):
+        assert max_diff(ours[i], official_transform(image, 64)) <= 1e-6
+    assert preprocess([], spec).shape == (0, 3, 64, 64)
+    with pytest.raises(ValueError, match="resize"):
+        ImageSpec(size=64, resize="area")
+
+
+def test_decode_lossless_rgb_and_grey_then_official_parity() -> None:
+    rng = np.random.default_rng(1)
+    rgb, grey = random_image(rng, 33, 21), random_image(rng, 19, 40, "L")
+    decoded = decode_image(encode(rgb))
+    assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), np.asarray(rgb))
+    decoded_grey = decode_image(encode(grey))
+    assert decoded_grey.mode == "RGB"
+    assert max_diff(preprocess([decoded_grey], SPEC)[0], official_transform(grey)) <= 1e-6
+
+
+def test_decode_from_path_and_jpeg(tmp_path) -> None:
+    image = random_image(np.random.default_rng(2), 64, 48)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(encode(image, "JPEG", quality=90))
+    decoded = decode_image(path)
+    assert decoded.size == (64, 48)
+    assert np.array_equal(np.asarray(decoded), np.asarray(Image.open(path).convert("RGB")))
+
+
+# ---- documented deviations: each compared with the official transform on the correctly converted image
+
+
+def test_exif_orientation_is_applied() -> None:
+    upright = random_image(np.random.default_rng(4), 40, 30)
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # what a phone writes: pixels sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... and Orientation = "rotate 90° clockwise to display"
+    decoded = decode_image(encode(stored, "PNG", exif=exif))
+    assert np.array_equal(np.asarray(decoded), np.asarray(upright))
+    assert max_diff(preprocess([decoded], SPEC)[0], official_transform(upright)) <= 1e-6
+    assert max_diff(official_transform(stored), official_transform(upright)) > 0.1  # official: sideways
+
+
+def test_alpha_is_composited_over_white() -> None:
+    rng = np.random.default_rng(5)
+    rgba = np.asarray(random_image(rng, 31, 17, "RGBA")).copy()
+    rgba[0, 0, 3], rgba[0, 1, 3] = 0, 255
+    alpha = rgba[..., 3:].astype(np.float64) / 255
+    expected = np.rint(rgba[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    decoded = np.asarray(decode_image(encode(Image.fromarray(rgba, "RGBA"))))
+    assert np.abs(decoded.astype(int) - expected).max() <= 1  # Pillow's integer blend rounds its own way
+    assert decoded[0, 0].tolist() == [255, 255, 255] and decoded[0, 1].tolist() == rgba[0, 1, :3].tolist()
+    correct = Image.fromarray(expected)
+    ours = preprocess([Image.fromarray(decoded)], SPEC)[0]
+    one_level = 1 / 255 / min(CLIP_STD) + 1e-6
+    assert max_diff(ours, official_transform(correct)) <= one_level
+    assert max_diff(official_transform(Image.fromarray(rgba, "RGBA")), official_transform(correct)) > 0.5
+
+
+def test_palette_is_converted_before_resizing() -> None:
+    x, y = np.meshgrid(np.arange(0, 256, 4), np.arange(0, 256, 4))
+    rgb = Image.fromarray(np.dstack([x, y, np.full_like(x, 128)]).astype(np.uint8))
+    palette = rgb.quantize(colors=64)
+    decoded = decode_image(encode(palette))
+    correct = palette.convert("RGB")
+    assert max_diff(preprocess([decoded], SPEC)[0], official_transform(correct)) <= 1e-6
+    assert max_diff(preprocess([palette], SPEC)[0], official_transform(correct)) <= 1e-6
+    assert max_diff(official_transform(palette), official_transform(correct)) > 0.01  # nearest-neighbour
+
+
+def test_palette_with_transparency_and_grey_alpha() -> None:
+    palette = Image.new("P", (8, 8), 1)
+    palette.putpalette([0, 0, 0, 200, 10, 10] + [0] * 762)
+    palette.info["transparency"] = 1
+    assert np.asarray(decode_image(encode(palette, transparency=1))).tolist() == [[[255, 255, 255]] * 8] * 8
+    la = Image.fromarray(np.dstack([np.full((4, 4), 10), np.full((4, 4), 0)]).astype(np.uint8), "LA")
+    assert (np.asarray(decode_image(encode(la))) == 255).all()
+
+
+def test_16_bit_grey_is_scaled_not_clipped() -> None:
+    values = np.random.default_rng(6).integers(0, 65536, (45, 70), dtype=np.uint16)
+    image16 = Image.fromarray(values)
+    decoded = decode_image(encode(image16))
+    correct = Image.fromarray(np.rint(values / 65535 * 255).astype(np.uint8), "L")
+    assert np.array_equal(np.asarray(decoded)[..., 0], np.asarray(correct))
+    assert max_diff(preprocess([decoded], SPEC)[0], official_transform(correct)) <= 1e-6
+    reopened = Image.open(io.BytesIO(encode(image16)))
+    assert reopened.mode.startswith("I")
+    assert max_diff(preprocess([reopened], SPEC)[0], official_transform(correct)) <= 1e-6
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
+def test_cmyk_is_converted_before_resizing(fmt: str) -> None:
+    cmyk = random_image(np.random.default_rng(7), 30, 50, "CMYK")
+    data = encode(cmyk, fmt)
+    reopened = Image.open(io.BytesIO(data))
+    assert reopened.mode == "CMYK"
+    correct = reopened.convert("RGB")
+    decoded = decode_image(data)
+    assert np.array_equal(np.asarray(decoded), np.asarray(correct))
+    assert max_diff(preprocess([decoded], SPEC)[0], official_transform(correct)) <= 1e-6
+    assert max_diff(preprocess([reopened], SPEC)[0], official_transform(correct)) <= 1e-6
+
+
+def test_to_rgb_keeps_rgb_untouched() -> None:
+    image = random_image(np.random.default_rng(8), 3, 3)
+    assert to_rgb(image) is image
+
+
+# ---- limits and errors
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width``×``height`` pixels but holds none: only the header may be read."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def error_code(data, **limits) -> str:
+    with pytest.raises(ImageError) as caught:
+        decode_image(data, **limits)
+    assert caught.value.message and caught.value.code in str(caught.value)
+    return caught.value.code
+
+
+def test_error_codes(tmp_path) -> None:
+    good = encode(random_image(np.random.default_rng(9), 20, 20), "JPEG")
+    assert error_code(b"") == "image_empty"
+    assert error_code(b"definitely not an image") == "image_unreadable"
+    assert error_code(good[: len(good) // 2]) == "image_unreadable"
+    png = encode(random_image(np.random.default_rng(9), 20, 20))
+    assert error_code(png[:60]) == "image_unreadable"
+    assert error_code(good, max_bytes=100) == "image_too_large"
+    path = tmp_path / "big.jpg"
+    path.write_bytes(good)
+    assert error_code(path, max_bytes=100) == "image_too_large"
+    assert error_code(good, max_pixels=399) == "image_too_many_pixels"
+    assert decode_image(good, max_pixels=400).size == (20, 20)
+    assert error_code(encode(Image.new("RGB", (16, 16)), "ICO")) == "image_format_unsupported"
+
+
+def test_pixel_limit_is_checked_from_the_header() -> None:
+    # 30000 × 30000 would need 2.7 GB decoded; the header alone must decide.
+    assert error_code(png_header_only(30000, 30000), max_pixels=10_000_000) == "image_too_many_pixels"
+    assert error_code(png_header_only(1000, 1000), max_pixels=999_999) == "image_too_many_pixels"
+
+
+@pytest.mark.parametrize("side", [10_000, 30_000])  # above Pillow's warning limit, above its error limit
+def test_pillow_bomb_checks_do_not_leak(side: int) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert error_code(png_header_only(side, side)) == "image_too_many_pixels"
+    assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
