@@ -1,0 +1,198 @@
+"""A real Milvus 2.3.5 standalone server, run as a child process on a local data directory.
+
+The PyPI package ``milvus`` ("embedded Milvus") ships the server binary and a config template; this
+module starts it on free loopback ports, waits until it answers ``/healthz``, and stops it again. It is
+Tuwen's embedded default (see ``service.store.milvus`` for why) and the tests' way to get a server they
+can stop and start.
+
+One server per data directory: a pid file in the directory records the running server so that a server
+orphaned by a hard-killed app is found and stopped before a new one opens the same files.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from service.store.errors import StoreUnavailable
+
+_PID_FILE = "tuwen-milvus.pid"
+
+
+class LocalMilvusServer:
+    """Start/stop one Milvus server process whose data lives under ``data_dir``.
+
+    ``port`` is the gRPC port clients use (``uri``); ``None`` picks a free one from 19530 upwards.
+    Data survives ``stop()``/``start()``: the server replays its write-ahead log on start.
+    """
+
+    def __init__(self, data_dir: str | Path, *, port: int | None = None, start_timeout_s: float = 90.0):
+        self.data_dir = Path(data_dir).resolve()
+        self.requested_port = port
+        self.start_timeout_s = start_timeout_s
+        self.port: int | None = None
+        self.health_port: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def uri(self) -> str:
+        if self.port is None:
+            raise StoreUnavailable("the local Milvus server has not been started")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> LocalMilvusServer:
+        """Start the server (no-op when it runs) and block until it is healthy."""
+        with self._lock:
+            if self.running:
+                return self
+            self._stop_orphan()
+            self._proc = self._launch()
+            atexit.register(self.stop)
+            self._wait_healthy()
+            return self
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop gracefully (SIGTERM lets it close its WAL cleanly), then kill if it hangs."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is None:
+                return
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            with contextlib.suppress(FileNotFoundError):
+                (self.data_dir / _PID_FILE).unlink()
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        # Imported here: the package decompresses ~200 MB of binaries on first use, never at import.
+        from milvus import MilvusServerConfig, _initialize_data_files
+
+        config = MilvusServerConfig(data_dir=str(self.data_dir))
+        config.resolve()  # picks free ports (from each default upwards) and writes configs/milvus.yaml
+        if self.requested_port is not None:
+            # Set after resolve(): its probe binds without SO_REUSEADDR and fails on a port in TIME_WAIT
+            # after a restart, while the server's own listener binds fine.
+            config.configurable_items["proxy_port"][1] = self.requested_port
+            config.write_config()
+        self._configure_etcd(config)
+        _initialize_data_files(str(self.data_dir))
+        self.port = int(config.get("proxy_port"))
+        health_port, sock = config.resolve_port(9091)
+        sock.close()
+        self.health_port = health_port
+        binary = self.data_dir / "bin" / "milvus"
+        env = os.environ | {
+            "DEPLOY_MODE": "STANDALONE",
+            "METRICS_PORT": str(health_port),
+            "MILVUS_RUN_DIR": str(self.data_dir / "run"),
+            "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}",
+        }
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with open(logs / "milvus-stdout.log", "ab") as out, open(logs / "milvus-stderr.log", "ab") as err:
+            proc = subprocess.Popen(
+                [str(binary), "run", "standalone"],
+                cwd=self.data_dir,
+                env=env,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,  # a Ctrl+C meant for the app must not kill the server mid-write
+            )
+        (self.data_dir / _PID_FILE).write_text(str(proc.pid))
+        return proc
+
+    def _configure_etcd(self, config: Any) -> None:
+        """Give the embedded etcd its own peer port: the package leaves it at 2380, so a second server on
+        the machine (tests beside a running app) would fail to start. Kept per data directory, because
+        etcd remembers its peer address."""
+        port_file = self.data_dir / "configs" / "tuwen-etcd-peer-port"
+        peer = int(port_file.read_text()) if port_file.exists() else None
+        if peer is None or not _port_free(peer):
+            peer, sock = config.resolve_port(23800)
+            sock.close()
+            port_file.write_text(str(peer))
+        client = int(config.get("etcd_port"))
+        etcd_file = self.data_dir / "configs" / "etcd.yaml"
+        etcd_file.write_text(
+            "name: default\n"
+            f"listen-peer-urls: http://127.0.0.1:{peer}\n"
+            f"initial-advertise-peer-urls: http://127.0.0.1:{peer}\n"
+            f"initial-cluster: default=http://127.0.0.1:{peer}\n"
+            f"listen-client-urls: http://127.0.0.1:{client}\n"
+            f"advertise-client-urls: http://127.0.0.1:{client}\n"
+        )
+        milvus_yaml = self.data_dir / "configs" / "milvus.yaml"
+        text = milvus_yaml.read_text()
+        milvus_yaml.write_text(text.replace("\netcd:\n", f"\netcd:\n  config:\n    path: {etcd_file}\n", 1))
+
+    def _wait_healthy(self) -> None:
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                raise StoreUnavailable(
+                    f"the local Milvus server exited while starting; see {self.data_dir / 'logs'}"
+                )
+            with (
+                contextlib.suppress(OSError, urllib.error.URLError),
+                urllib.request.urlopen(url, timeout=1) as resp,
+            ):
+                if b"OK" in resp.read():
+                    return
+            time.sleep(0.2)
+        raise StoreUnavailable(
+            f"the local Milvus server did not become healthy in {self.start_timeout_s:.0f} s; "
+            f"see {self.data_dir / 'logs'}"
+        )
+
+    def _stop_orphan(self) -> None:
+        """Stop a server left running on this data directory by a process that died without stopping it."""
+        pid_file = self.data_dir / _PID_FILE
+        try:
+            pid = int(pid_file.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        try:
+            same_dir = Path(f"/proc/{pid}/cwd").resolve() == self.data_dir
+        except OSError:
+            same_dir = False
+        if same_dir:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            for _ in range(200):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
