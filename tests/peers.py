@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.machinery
+import importlib.metadata
 import io
 import sys
 import types
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.models import CLIP, ModelConfig, ResNetConfig
+from training.models import CLIP, ModelConfig, ResNetConfig, build_model
 
 # torchvision lives outside site-packages (`make venv` installs it there, without deps) so that nothing
 # else, transformers included, finds it and runs its failing __init__
@@ -39,8 +41,15 @@ def import_cn_clip() -> types.ModuleType:
         bare.__path__ = list(spec.submodule_search_locations)
         bare.__spec__ = spec
         bare.__file__ = spec.origin
+        # libraries that probe for torchvision (transformers) read its version
+        bare.__version__ = _peer_version()
         sys.modules["torchvision"] = bare
     return importlib.import_module("cn_clip.clip")
+
+
+def _peer_version() -> str:
+    found = list(importlib.metadata.distributions(name="torchvision", path=[str(TORCHVISION_DIR)]))
+    return found[0].version if found else "0.0"
 
 
 def official_struct(config: ModelConfig) -> dict[str, Any]:
@@ -76,8 +85,10 @@ _RELEASED_STRUCTS = {
 }
 
 
-def official_model(config: ModelConfig) -> torch.nn.Module:
-    """An official ``cn_clip`` model of the same size, fp32, eval mode, random weights.
+def official_model(
+    config: ModelConfig, state_dict: Mapping[str, torch.Tensor] | None = None
+) -> torch.nn.Module:
+    """An official ``cn_clip`` model of the same size, fp32, eval mode; random weights unless ``state_dict``.
 
     Released sizes come from the official ``create_model(struct)`` (its own JSON configs, so the test also
     checks ours agree); tiny sizes from its ``CLIP`` class with our sizes.
@@ -86,17 +97,22 @@ def official_model(config: ModelConfig) -> torch.nn.Module:
     from cn_clip.clip.model import CLIP as OfficialCLIP
     from cn_clip.clip.utils import create_model
 
-    with contextlib.redirect_stdout(io.StringIO()):  # create_model prints its config
+    device = torch.device("meta") if state_dict is not None else torch.get_default_device()
+    with contextlib.redirect_stdout(io.StringIO()), device:  # create_model prints its config
         if config.name in _RELEASED_STRUCTS:
             model = create_model(_RELEASED_STRUCTS[config.name])
         else:
             model = OfficialCLIP(**official_struct(config), tokenizer=cn_clip._tokenizer)
+    if state_dict is not None:
+        model.load_state_dict(state_dict, strict=True, assign=True)
     return model.float().eval()
 
 
-def hf_model(config: ModelConfig) -> torch.nn.Module:
-    """A ``transformers.ChineseCLIPModel`` of the same size (ViT only), eval mode, random weights."""
+def hf_model(config: ModelConfig, state_dict: Mapping[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """A ``transformers.ChineseCLIPModel`` of the same size (ViT only), eval mode; random weights unless
+    ``state_dict`` (in Hugging Face's names)."""
     from transformers import ChineseCLIPConfig, ChineseCLIPModel
+    from transformers.initialization import no_init_weights
 
     from training.checkpoints import hf_config_dict
 
@@ -104,44 +120,50 @@ def hf_model(config: ModelConfig) -> torch.nn.Module:
     hf_config = ChineseCLIPConfig(
         text_config=hf["text_config"], vision_config=hf["vision_config"], projection_dim=hf["projection_dim"]
     )
-    return ChineseCLIPModel(hf_config).eval()
+    if state_dict is None:
+        return ChineseCLIPModel(hf_config).eval()
+    with no_init_weights():  # every weight is overwritten below
+        model = ChineseCLIPModel(hf_config)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
 
 
-@torch.no_grad()
-def randomize_(model: CLIP, seed: int = 0) -> CLIP:
-    """Give every tensor of ``model`` a distinct random value, so a swapped or skipped weight shows up.
+def random_state_dict(model: torch.nn.Module, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A distinct random value for every tensor of ``model`` (which may be on the meta device), so a
+    swapped or skipped weight shows up.
 
-    Norm scales (and BatchNorm variances) stay near 1 and the rest near the model's own scale, so
-    activations of deep towers stay finite; BatchNorm's counters are left alone.
+    Norm scales (and BatchNorm variances) stay near 1 and the rest near the usual init scale, so the
+    activations of deep towers stay finite; BatchNorm's counters keep their value.
     """
     generator = torch.Generator().manual_seed(seed)
+    out: dict[str, torch.Tensor] = {}
     for key, tensor in model.state_dict().items():
         if not tensor.is_floating_point():
+            out[key] = torch.zeros(tensor.shape, dtype=tensor.dtype)
             continue
         noise = torch.randn(tensor.shape, generator=generator)
-        if key.endswith(("running_var",)) or _is_norm_weight(key):
-            tensor.copy_(1.0 + 0.1 * noise.abs() if key.endswith("running_var") else 1.0 + 0.1 * noise)
-        elif key.endswith(("running_mean",)) or _is_norm_bias(key):
-            tensor.copy_(0.1 * noise)
+        if key.endswith("running_var"):
+            out[key] = 1.0 + 0.1 * noise.abs()
+        elif _is_norm(key) and key.endswith(".weight"):
+            out[key] = 1.0 + 0.1 * noise
+        elif key.endswith("running_mean") or (_is_norm(key) and key.endswith(".bias")):
+            out[key] = 0.1 * noise
         elif key == "logit_scale":
-            tensor.fill_(4.6052)
+            out[key] = torch.tensor(4.6052)
         else:
-            fan_in = tensor.shape[-1] if tensor.dim() > 1 else 1
-            if tensor.dim() == 4:  # conv: in_channels * kh * kw
-                fan_in = tensor.shape[1] * tensor.shape[2] * tensor.shape[3]
-            scale = 0.02 if tensor.dim() == 1 else fan_in**-0.5
-            tensor.copy_(scale * noise)
-    return model
+            fan_in = tensor[0].numel() if tensor.dim() > 1 else 1
+            out[key] = noise * (0.02 if tensor.dim() == 1 else fan_in**-0.5)
+    return out
 
 
-def _is_norm_weight(key: str) -> bool:
-    return key.endswith(".weight") and _is_norm(key)
-
-
-def _is_norm_bias(key: str) -> bool:
-    return key.endswith(".bias") and _is_norm(key)
+def random_model(name: str, seed: int = 0) -> CLIP:
+    """Our model ``name`` in eval mode with ``random_state_dict`` weights."""
+    with torch.device("meta"):
+        model = build_model(name)
+    model.load_state_dict(random_state_dict(model, seed), strict=True, assign=True)
+    return model.eval()
 
 
 def _is_norm(key: str) -> bool:
-    module = key.rsplit(".", 1)[0].rsplit(".", 1)[-1]
+    module = key.rsplit(".", 2)[-2] if key.count(".") >= 1 else key
     return module.startswith(("ln_", "bn", "LayerNorm")) or (module == "1" and ".downsample." in key)
