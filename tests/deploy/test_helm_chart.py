@@ -90,7 +90,7 @@ def test_cpu_values_request_no_gpu_and_run_milvus_lite_on_a_volume(chart: Any) -
     assert "nvidia.com/gpu" not in container["resources"].get("limits", {})
     assert container["image"] == "tuwen:0.1.0-cpu"
     (config,) = find(docs, "ConfigMap")
-    assert config["data"]["TUWEN_MILVUS_URI"] == ""  # Milvus Lite in TUWEN_DATA_DIR
+    assert config["data"]["TUWEN_MILVUS_URI"] == ""  # a local Milvus in TUWEN_DATA_DIR
     assert {p["metadata"]["name"] for p in find(docs, "PersistentVolumeClaim")} == {"tuwen-data"}
 
 
@@ -166,7 +166,10 @@ def test_bad_values_are_refused_by_the_schema(chart: Any, override: dict[str, An
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"milvus": {"enabled": False}, "replicaCount": 2, "auth": {"allowAnonymous": True}}, "Milvus Lite"),
+        (
+            {"milvus": {"enabled": False}, "replicaCount": 2, "auth": {"allowAnonymous": True}},
+            "A local Milvus",
+        ),
         ({"auth": {"apiKeys": "", "existingSecret": "", "allowAnonymous": False}}, "No API keys"),
         (
             {"image": {"flavor": "cpu"}, "auth": {"allowAnonymous": True}},
@@ -264,7 +267,6 @@ def unused_values(chart_dir: Path, tmp_path: Path, base_values: list[dict[str, A
     return unused
 
 
-@pytest.mark.slow
 def test_every_value_is_read_by_a_template(tmp_path: Path) -> None:
     bases = [_ci_values(path) for path in CI_VALUES]
     assert unused_values(CHART_DIR, tmp_path, bases) == []

@@ -51,7 +51,7 @@ app.kubernetes.io/component: api
 {{- default (include "tuwen.fullname" .) .Values.auth.existingSecret -}}
 {{- end -}}
 
-{{/* Milvus: the configured URI, else the bundled Milvus chart's Service, else "" (Milvus Lite). */}}
+{{/* Milvus: the configured URI, else the bundled Milvus chart's Service, else "" (a local Milvus in dataDir, run by the service). */}}
 {{- define "tuwen.milvusUri" -}}
 {{- if .Values.config.milvusUri -}}
 {{- .Values.config.milvusUri -}}
@@ -73,9 +73,9 @@ TUWEN_MILVUS_URI: {{ include "tuwen.milvusUri" . | quote }}
 
 {{/* Refuse combinations that would deploy something broken or open. */}}
 {{- define "tuwen.validate" -}}
-{{- $lite := not (include "tuwen.milvusUri" .) -}}
-{{- if and $lite (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) -}}
-{{- fail "Milvus Lite (no config.milvusUri and milvus.enabled=false) is one process: set replicaCount=1 and autoscaling.enabled=false, or point config.milvusUri at a Milvus server" -}}
+{{- $local := not (include "tuwen.milvusUri" .) -}}
+{{- if and $local (or .Values.autoscaling.enabled (gt (int .Values.replicaCount) 1)) -}}
+{{- fail "A local Milvus (no config.milvusUri and milvus.enabled=false) lives in one pod's dataDir: set replicaCount=1 and autoscaling.enabled=false, or point config.milvusUri at a Milvus server" -}}
 {{- end -}}
 {{- if and (not .Values.auth.existingSecret) (not .Values.auth.apiKeys) (not .Values.auth.allowAnonymous) -}}
 {{- fail "No API keys: set auth.apiKeys (key:tenant,...) or auth.existingSecret, or auth.allowAnonymous=true for an open service" -}}
