@@ -69,7 +69,6 @@ def _describe_validation(errors: list[Any]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     from service.preprocessing.image import ImageError
-
     from service.store import InvalidItem, StoreError, StoreUnavailable
 
     @app.exception_handler(ApiError)
