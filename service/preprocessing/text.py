@@ -2,8 +2,9 @@
 
 Ids are identical to the official ``cn_clip.clip.tokenize()``: ``[CLS] + ids[:L-2] + [SEP]`` right-padded
 with 0. The work is done by the Rust ``tokenizers`` library (BertNormalizer, BertPreTokenizer, WordPiece);
-a small pre-normalisation step in Python (``_match_python_bert``) closes the gaps where the Rust
-normaliser differs from the official Python ``BasicTokenizer``:
+a small pre-normalisation step in Python (``ChineseTokenizer._prepare``) closes the gaps where the Rust
+normaliser differs from the official Python ``BasicTokenizer`` (found by running every code point through
+both, alone and between other characters; the tests keep doing so):
 
 - Rust's Unicode tables are older than Python's, and it deletes private-use / unassigned characters
   that Python keeps (they become ``[UNK]``). Every character whose category changed since Unicode 3.2,
@@ -23,17 +24,18 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 DEFAULT_VOCAB = Path(__file__).with_name("vocab.txt")
 DEFAULT_CONTEXT_LENGTH = 52
 CLS, SEP, UNK, PAD_ID = "[CLS]", "[SEP]", "[UNK]", 0
 MAX_CHARS_PER_WORD = 200
 
-# Stand-ins for characters the Rust tables may not know: old (Unicode 1.1) characters outside the vocab
-# that keep their meaning for the tokenizer: a symbol (part of a word) and a punctuation mark (split off).
-_WORD_STAND_IN = "\u2601"  # ☁
-_PUNCT_STAND_IN = "\u2017"  # ‗
+# Stand-ins for characters the Rust tables may not know: old (Unicode 1.1) characters, stable under
+# lower-casing and NFD, that keep their meaning for the tokenizer: symbols (part of a word) and
+# punctuation marks (split off). The first one outside the vocab is used.
+_WORD_STAND_INS = "\u2601\u2602\u2603\u2604"  # ☁☂☃☄
+_PUNCT_STAND_INS = "\u2017\u2016\u2020\u2021"  # ‗‖†‡
 _RUST_MISSING_CJK = range(0x2B820, 0x2B920)
 _OFFICIAL_CJK = (
     (0x4E00, 0x9FFF),
@@ -65,6 +67,14 @@ class _PythonBertRewrite(dict):
     def __init__(self, vocab: dict[str, int]) -> None:
         super().__init__()
         self._vocab = vocab
+        self._word = self._unknown(_WORD_STAND_INS)
+        self._punct = self._unknown(_PUNCT_STAND_INS)
+
+    def _unknown(self, candidates: str) -> str:
+        for char in candidates:
+            if not self._known(char):
+                return char
+        raise ValueError(f"the vocab holds all of {candidates!r}; no stand-in is left for unknown characters")
 
     def __missing__(self, cp: int) -> str | int | None:
         self[cp] = value = self._rewrite(cp)
@@ -77,9 +87,8 @@ class _PythonBertRewrite(dict):
         char = chr(cp)
         category = unicodedata.category(char)
         if cp in _RUST_MISSING_CJK:
-            return f" {_WORD_STAND_IN} "
-        risky = category in ("Co", "Cs", "Cn") or category != unicodedata.ucd_3_2_0.category(char)
-        if not risky or self._known(char):
+            return f" {self._word} "
+        if not _is_risky(char) or self._known(char):
             return cp
         # The official clean_text: drop NUL, U+FFFD and control/format characters, space out whitespace.
         if char in "\t\n\r" or category == "Zs":
@@ -95,12 +104,13 @@ class _PythonBertRewrite(dict):
             if self._known(c) or not _is_risky(c):
                 out.append(c)
             else:
-                out.append(_PUNCT_STAND_IN if _is_official_punctuation(c) else _WORD_STAND_IN)
+                out.append(self._punct if _is_official_punctuation(c) else self._word)
         text = "".join(out)
         return f" {text} " if _is_official_cjk(cp) else text
 
 
 def _is_risky(char: str) -> bool:
+    """Whether the Rust tables (older Unicode; private-use and unassigned count as control) may disagree."""
     category = unicodedata.category(char)
     return category in ("Co", "Cs", "Cn") or category != unicodedata.ucd_3_2_0.category(char)
 
@@ -165,10 +175,8 @@ class ChineseTokenizer:
             clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True
         )
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{CLS} $A {SEP}", special_tokens=[(CLS, self.vocab[CLS]), (SEP, self.vocab[SEP])]
-        )
-        tok.enable_truncation(max_length=self.context_length)
+        # [CLS]/[SEP] and truncation are added in ``encode``: cheaper than Rust's post-processor and
+        # truncation, which build overflow encodings.
         return tok
 
     @staticmethod
@@ -188,7 +196,9 @@ class ChineseTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         prepared = [self._prepare(self.normalize(t) if normalize else t) for t in texts]
-        return [e.ids for e in self._tokenizer.encode_batch(prepared)]
+        cls, sep, keep = self.vocab[CLS], self.vocab[SEP], self.context_length - 2
+        encodings = self._tokenizer.encode_batch_fast(prepared, add_special_tokens=False)
+        return [[cls, *e.ids[:keep], sep] for e in encodings]
 
     def pad(
         self, encoded: Sequence[Sequence[int]], length: int | None = None
@@ -199,7 +209,7 @@ class ChineseTokenizer:
             length = longest
         elif length < longest:
             raise ValueError(f"cannot pad to length {length}: the longest sequence has {longest} tokens")
-        input_ids = np.zeros((len(encoded), length), dtype=np.int64)
+        input_ids = np.full((len(encoded), length), PAD_ID, dtype=np.int64)
         attention_mask = np.zeros((len(encoded), length), dtype=np.int64)
         for row, ids in enumerate(encoded):
             input_ids[row, : len(ids)] = ids
