@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import ROOT, load_yaml
+from deploy_support import ROOT, load_yaml
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA = Path(__file__).with_name("compose-spec.json")

@@ -14,7 +14,9 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
-from conftest import CHART_DIR, CI_VALUES, KUBE_VERSIONS, find, helm, load_yaml, render_docs
+from deploy_support import CHART_DIR, CI_VALUES, KUBE_VERSIONS, find, import_helm, load_yaml, render_docs
+
+helm = import_helm()
 
 # Kinds served by CRDs: no schema in kubernetes-validate; checked by shape below.
 CRD_KINDS = {"ServiceMonitor"}

@@ -10,7 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import KUBE_VERSIONS, ROOT, load_yaml
+from deploy_support import KUBE_VERSIONS, ROOT, load_yaml
 
 DEPLOY = ROOT / "deploy"
 SERIES = re.compile(r"\btuwen_[a-z_]+\b")

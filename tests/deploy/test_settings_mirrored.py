@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CHART_DIR, ROOT, find, load_yaml, render_docs
+from deploy_support import CHART_DIR, ROOT, find, import_helm, load_yaml, render_docs
 from pydantic import SecretStr
 
 config = pytest.importorskip("service.config", reason="service/config.py (the api helper's) is not there yet")
@@ -88,9 +88,7 @@ def _is_union(annotation: Any) -> bool:
 def test_the_chart_renders_every_setting_under_its_env_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import helm_python
-
-    chart = helm_python.Chart.load(CHART_DIR)
+    chart = import_helm().Chart.load(CHART_DIR)
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text("key-2:globex\n", encoding="utf-8")
     every: dict[str, Any] = {camel(f): v for f, v in _sample_values().items()}
