@@ -90,6 +90,8 @@ def _open(data: bytes, max_pixels: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             # Our own pixel limit decides; Pillow's bomb warning must become an answer, not a log line.
+            # (catch_warnings swaps the process-wide filter list: threads racing here can at worst leave
+            # this same "error" filter installed, which is the behaviour wanted anyway.)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -123,10 +125,13 @@ def decode_image(
     Raises ``ImageError`` with a stable code.
     """
     if isinstance(data, Path):
-        size = data.stat().st_size
-        if max_bytes is not None and size > max_bytes:
-            raise ImageError("image_too_large", f"{data} is {size:,} bytes; the limit is {max_bytes:,}")
-        data = data.read_bytes()
+        try:
+            size = data.stat().st_size
+            if max_bytes is not None and size > max_bytes:
+                raise ImageError("image_too_large", f"{data} is {size:,} bytes; the limit is {max_bytes:,}")
+            data = data.read_bytes()
+        except OSError as e:
+            raise ImageError("image_unreadable", f"cannot read {data}: {e.strerror or e}") from e
     if not data:
         raise ImageError("image_empty", "the image is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:

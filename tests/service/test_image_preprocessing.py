@@ -229,6 +229,7 @@ def test_error_codes(tmp_path) -> None:
     path = tmp_path / "big.jpg"
     path.write_bytes(good)
     assert error_code(path, max_bytes=100) == "image_too_large"
+    assert error_code(tmp_path / "missing.jpg") == "image_unreadable"
     assert error_code(good, max_pixels=399) == "image_too_many_pixels"
     assert decode_image(good, max_pixels=400).size == (20, 20)
     assert error_code(encode(Image.new("RGB", (16, 16)), "ICO")) == "image_format_unsupported"
