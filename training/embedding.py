@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from service.preprocessing.image import CLIP_MEAN, CLIP_STD, ImageSpec, decode_image, preprocess
+from service.preprocessing.text import ChineseTokenizer
 from training.checkpoints import load_checkpoint
 from training.models import CLIP
 
@@ -45,8 +47,6 @@ def embed_with_checkpoint(
 @torch.inference_mode()
 def embed_texts(model: CLIP, texts: Sequence[str]) -> torch.Tensor:
     """[N, D] float32, L2-normalised; texts normalised as in official training (lower case, straight quotes)."""
-    from service.preprocessing.text import ChineseTokenizer
-
     tokenizer = ChineseTokenizer.from_vocab(context_length=model.config.context_length)
     out = []
     for start in range(0, len(texts), BATCH_SIZE):
@@ -58,8 +58,6 @@ def embed_texts(model: CLIP, texts: Sequence[str]) -> torch.Tensor:
 @torch.inference_mode()
 def embed_images(model: CLIP, images: Sequence[str | Path | bytes]) -> torch.Tensor:
     """[N, D] float32, L2-normalised; images decoded and preprocessed exactly as the service does."""
-    from service.preprocessing.image import CLIP_MEAN, CLIP_STD, ImageSpec, decode_image, preprocess
-
     spec = ImageSpec(size=model.config.image_resolution, mean=CLIP_MEAN, std=CLIP_STD)
     out = []
     for start in range(0, len(images), BATCH_SIZE):
