@@ -12,7 +12,8 @@
 # pyproject.toml changes, against stub packages), then the source (seconds).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# onnxruntime-gpu on PyPI is built for CUDA 13 + cuDNN 9 (1.2x releases); keep these three in step.
+# Recent onnxruntime-gpu wheels on PyPI (1.31 seen here) are built for CUDA 13 + cuDNN 9; the CUDA base,
+# onnxruntime-gpu and TensorRT's wheels must agree on the CUDA major (docs/deploy.md).
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 
 # ---------------------------------------------------------------- bases: an OS with Python, the user, the dirs
