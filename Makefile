@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint serve clean
+.PHONY: venv test lint serve clean browser-deps
 
 venv: $(STAMP)
 
@@ -26,8 +26,34 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint browser-deps
 	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The browser test needs Debian's chromium and a font with Chinese glyphs; without apt it skips itself.
+browser-deps:
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi wenquanyi; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q chromium fonts-wqy-microhei >/dev/null || \
+	      { apt-get update -q >/dev/null && apt-get install -y -q chromium fonts-wqy-microhei >/dev/null; } || \
+	      echo "browser-deps: apt-get failed; the browser test will skip"; \
+	  else echo "browser-deps: no apt-get as root; the browser test will skip"; fi; \
+	fi
+
+# The demo: train + export the demo model once, start the service, ingest the demo gallery (idempotent:
+# upserts by id, and the ingest log skips what is already in), then keep serving until Ctrl+C.
+DEMO := artifacts/demo
+DEMO_BUNDLE := $(DEMO)/bundle
+$(DEMO_BUNDLE)/manifest.json: | $(STAMP)
+	test -f $(DEMO)/checkpoint.pt || $(MAKE) demo-model
+	$(BIN)/tuwen export $(DEMO)/checkpoint.pt --arch tiny-vit --out $(DEMO_BUNDLE)
+
+serve: $(STAMP) $(DEMO_BUNDLE)/manifest.json
+	$(BIN)/tuwen serve --bundle $(DEMO_BUNDLE) & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server' EXIT INT TERM; \
+	$(BIN)/tuwen ingest $(DEMO)/data --split test --wait 180 --log data/demo-ingest.log \
+	  --report data/demo-ingest-failures.jsonl && \
+	echo "Tuwen is serving the demo on http://127.0.0.1:8000 (Ctrl+C stops it)" && wait $$server
+
