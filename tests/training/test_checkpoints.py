@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from peers import hf_model, random_model
@@ -102,6 +104,26 @@ def test_official_layout_and_provenance(model: CLIP, tmp_path: Path) -> None:
     assert all(key.startswith("module.") for key in raw["state_dict"])
     provenance = load_checkpoint(path).provenance
     assert (provenance["epoch"], provenance["step"], provenance["name"]) == (3, 120, "finetune-muge")
+
+
+def test_resumable_training_checkpoint_loads(vit: CLIP, tmp_path: Path) -> None:
+    optimizer = torch.optim.AdamW(vit.parameters())
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    path = save_checkpoint(
+        tmp_path / "last.pt", vit, config={"arch": "tiny-vit"}, optimizer=optimizer.state_dict()
+    )
+    torch.save({**torch.load(path, weights_only=True), "rng": rng}, path)
+    _assert_same_model(load_checkpoint(path).model, vit)
+
+
+def test_arbitrary_pickles_are_not_executed(tmp_path: Path) -> None:
+    torch.save({"state_dict": {}, "hook": _Unsafe()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"cannot read checkpoint .*evil\.pt"):
+        load_checkpoint(tmp_path / "evil.pt")
+
+
+class _Unsafe:
+    pass
 
 
 def test_fp16_released_file_loads_as_fp32(model: CLIP, tmp_path: Path) -> None:

@@ -10,10 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 _SHOWN = 5  # keys listed per kind of mismatch; the rest are counted
+# plain numpy arrays, as in the numpy RNG state a resumable training checkpoint carries; still no code
+_NUMPY_CORE = np._core if hasattr(np, "_core") else np.core  # numpy 2 renamed the module
+_NUMPY_DATA = [_NUMPY_CORE.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType]
 
 
 class CheckpointError(ValueError):
@@ -94,7 +98,8 @@ def read_weights(path: Path) -> Any:
             from safetensors.torch import load_file
 
             return load_file(str(path))
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_NUMPY_DATA):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CheckpointError(
