@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from peers import hf_model, random_model
 from safetensors.torch import save_file
 
+from tests.peers import hf_model, random_model
 from training.checkpoints import (
     CheckpointError,
     from_hf_state_dict,

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from peers import random_model
 from torch import nn
 
+from tests.peers import random_model
 from training.checkpoints import CheckpointError, load_hf_bert, load_openai_visual
 from training.models import CLIP, build_model
 

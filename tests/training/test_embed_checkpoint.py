@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from peers import import_cn_clip, official_model, random_model
 from PIL import Image
 
 from service.cli import main as tuwen
+from tests.peers import import_cn_clip, official_model, random_model
 from training.checkpoints import CheckpointError, save_checkpoint
 from training.embedding import EmbedResult, embed_with_checkpoint
 from training.models import CLIP

@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from peers import official_model
 
+from tests.peers import official_model
 from training.models import CLIP, build_model, list_models, load_model_config
 
 # the official parameter counts (all, image tower, text tower + text_projection)

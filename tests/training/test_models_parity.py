@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 import torch
 import torch.nn.functional as F
-from peers import hf_model, official_model, random_model
 
 from service.preprocessing.text import ChineseTokenizer
+from tests.peers import hf_model, official_model, random_model
 from training.checkpoints import to_hf_state_dict
 from training.models import load_model_config
 
