@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from api_server import client, image_bytes, serve, settings_for
+
+from tests.service.api_server import client, image_bytes, serve, settings_for
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,23 @@ import time
 from pathlib import Path
 
 import pytest
-from api_server import client, image_bytes, serve, settings_for
 
+from service.store import StoreUnavailable
+from service.store.local_server import LocalMilvusServer
 from tests.milvus_server import milvus_server
+from tests.service.api_server import client, image_bytes, serve, settings_for
 
 pytestmark = pytest.mark.slow
+
+
+def restart(server: LocalMilvusServer) -> None:
+    """Start the stopped server again. Under heavy CPU load (the whole suite on 2 cores) Milvus 2.3.5's
+    proxy sometimes gives up waiting for its query coordinator and exits while starting; one more try then
+    succeeds. The app's recovery is what this test is about, not the server's start-up."""
+    try:
+        server.start()
+    except StoreUnavailable:
+        server.start()
 
 
 def test_milvus_outage_gives_503_then_recovers_and_items_survive_restarts(tmp_path: Path) -> None:
@@ -41,7 +53,7 @@ def test_milvus_outage_gives_503_then_recovers_and_items_survive_restarts(tmp_pa
             assert http.get("/healthz").status_code == 200  # alive, just not ready
             assert http.post("/embed", json={"texts": ["不需要数据库"]}).status_code == 200
 
-            server.start()
+            restart(server)
             deadline = time.monotonic() + 60
             while (r := http.post("/search", json={"text": "绿色", "top_k": 1})).status_code != 200:
                 assert time.monotonic() < deadline, r.text

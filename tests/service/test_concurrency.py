@@ -9,7 +9,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from api_server import image_bytes, serve, settings_for
+
+from tests.service.api_server import image_bytes, serve, settings_for
 
 pytestmark = pytest.mark.slow
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_server import image_bytes, serve, settings_for
 
 from service.cli import main
+from tests.service.api_server import image_bytes, serve, settings_for
 
 pytestmark = pytest.mark.slow
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from api_server import client, serve, settings_for
 
 from service.config import Settings
 from service.security import ApiKeys, presented_key
+from tests.service.api_server import client, serve, settings_for
 
 
 def test_keys_map_to_tenants_and_parse_from_env_and_file(tmp_path: Path) -> None:

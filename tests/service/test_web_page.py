@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from api_server import client, image_bytes, serve, settings_for
+
+from tests.service.api_server import client, image_bytes, serve, settings_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
