@@ -36,6 +36,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    # ImageError, BundleError and the checkpoint loader's CheckpointError carry messages written for users
+    from service.bundle import BundleError
+
+    try:
+        result = _embed(args)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        raise CommandError(str(exc)) from exc
+    json.dump({"model": result.model, "dim": result.dim, "embeddings": result.embeddings}, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+def _embed(args: argparse.Namespace) -> EmbedResult:
     if args.bundle is not None:
         from service.engines.embed_bundle import embed_with_bundle
 
@@ -45,9 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError("--arch is required with --checkpoint (e.g. --arch ViT-B-16)")
         embedder = _checkpoint_embedder()
         result = embedder(args.checkpoint, arch=args.arch, texts=args.text, images=args.image)
-    json.dump({"model": result.model, "dim": result.dim, "embeddings": result.embeddings}, sys.stdout)
-    sys.stdout.write("\n")
-    return 0
+    return result
 
 
 def _checkpoint_embedder():  # type: ignore[no-untyped-def]
