@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import io
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +20,16 @@ from PIL import Image
 
 from service.app import create_app
 from service.config import Settings
+
+
+@functools.cache
+def tiny_bundle() -> Path:
+    """One random tiny-vit bundle (real ONNX export) per test process, shared by the API tests (read-only)."""
+    from tests.bundles import make_tiny_bundle
+
+    root = Path(tempfile.mkdtemp(prefix="tuwen-api-bundle-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return make_tiny_bundle(root / "bundle")
 
 
 def free_port() -> int:

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.api_server import client, image_bytes, serve, settings_for
+from tests.service.api_server import client, image_bytes, serve, settings_for, tiny_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -19,10 +19,8 @@ RED, BLUE, GREEN = (220, 20, 20), (20, 20, 220), (20, 200, 20)
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.bundles import make_tiny_bundle
-
-    return make_tiny_bundle(tmp_path_factory.mktemp("bundle"))
+def bundle() -> Path:
+    return tiny_bundle()
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +333,17 @@ def test_metrics_expose_the_agreed_names(http: httpx.Client) -> None:
     ):
         assert name in text, name
     assert 'route="/embed"' in text
+
+
+def test_a_streamed_body_without_length_is_cut_off_at_the_limit(http: httpx.Client) -> None:
+    sent = 0
+
+    def chunks():  # no Content-Length: the server must count while it reads
+        nonlocal sent
+        for _ in range(64):
+            sent += 64 * 1024
+            yield b"x" * (64 * 1024)
+
+    r = http.post("/embed", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["code"] == "body_too_large"
+    assert http.get("/healthz").status_code == 200

@@ -12,7 +12,7 @@ import pytest
 from service.store import StoreUnavailable
 from service.store.local_server import LocalMilvusServer
 from tests.milvus_server import milvus_server
-from tests.service.api_server import client, image_bytes, serve, settings_for
+from tests.service.api_server import client, image_bytes, serve, settings_for, tiny_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -28,9 +28,7 @@ def restart(server: LocalMilvusServer) -> None:
 
 
 def test_milvus_outage_gives_503_then_recovers_and_items_survive_restarts(tmp_path: Path) -> None:
-    from tests.bundles import make_tiny_bundle
-
-    bundle = make_tiny_bundle(tmp_path / "bundle")
+    bundle = tiny_bundle()
     with milvus_server(tmp_path / "milvus") as server:
         settings = settings_for(bundle, tmp_path / "data", milvus_uri=server.uri)
         with serve(settings) as base, client(base) as http:

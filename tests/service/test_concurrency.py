@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.service.api_server import image_bytes, serve, settings_for
+from tests.service.api_server import image_bytes, serve, settings_for, tiny_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -18,9 +18,7 @@ CLIENTS = 50
 
 
 def test_fifty_concurrent_clients_get_correct_answers_and_share_batches(tmp_path: Path) -> None:
-    from tests.bundles import make_tiny_bundle
-
-    bundle = make_tiny_bundle(tmp_path / "bundle")
+    bundle = tiny_bundle()
     texts = [f"第{i}张图片：红色的圆形和蓝色的方块" for i in range(CLIENTS)]
     with serve(settings_for(bundle, tmp_path / "data", batch_wait_ms=20)) as base:
         with httpx.Client(base_url=base, timeout=60) as http:

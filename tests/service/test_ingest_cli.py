@@ -10,15 +10,13 @@ import httpx
 import pytest
 
 from service.cli import main
-from tests.service.api_server import image_bytes, serve, settings_for
+from tests.service.api_server import image_bytes, serve, settings_for, tiny_bundle
 
 pytestmark = pytest.mark.slow
 
 
 def test_ingest_a_cn_clip_split_resumes_and_reports_failures(tmp_path: Path) -> None:
-    from tests.bundles import make_tiny_bundle
-
-    bundle = make_tiny_bundle(tmp_path / "bundle")
+    bundle = tiny_bundle()
     data = tmp_path / "dataset"
     data.mkdir()
     rows = [

@@ -9,7 +9,7 @@ import pytest
 
 from service.config import Settings
 from service.security import ApiKeys, presented_key
-from tests.service.api_server import client, serve, settings_for
+from tests.service.api_server import client, serve, settings_for, tiny_bundle
 
 
 def test_keys_map_to_tenants_and_parse_from_env_and_file(tmp_path: Path) -> None:
@@ -29,9 +29,7 @@ def test_keys_map_to_tenants_and_parse_from_env_and_file(tmp_path: Path) -> None
 
 @pytest.mark.slow
 def test_a_tenant_never_sees_another_tenants_items_and_bad_keys_get_401(tmp_path: Path) -> None:
-    from tests.bundles import make_tiny_bundle
-
-    bundle = make_tiny_bundle(tmp_path / "bundle")
+    bundle = tiny_bundle()
     with serve(settings_for(bundle, tmp_path / "data", api_keys="key-a:tenant-a,key-b:tenant-b")) as base:
         for key in (None, "wrong"):
             with client(base, key) as http:

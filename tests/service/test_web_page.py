@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.api_server import client, image_bytes, serve, settings_for
+from tests.service.api_server import client, image_bytes, serve, settings_for, tiny_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -21,9 +21,7 @@ def test_a_text_search_shows_thumbnails_with_scores(tmp_path: Path) -> None:
         pytest.skip("Debian chromium is not installed (make test installs it with apt-get where it can)")
     from playwright.sync_api import sync_playwright
 
-    from tests.bundles import make_tiny_bundle
-
-    bundle = make_tiny_bundle(tmp_path / "bundle")
+    bundle = tiny_bundle()
     colors = {
         "红色圆形": (220, 20, 20),
         "蓝色方块": (20, 20, 220),
