@@ -44,8 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.embedder.start()
         app.state.services = services
         try:
-            await asyncio.to_thread(services.store.ping)  # connect (and start a local Milvus) before serving
-            services.metrics.ready.set(1 if services.engines_warm and services.store.ping() else 0)
+            # Connect (and start a local Milvus server) before serving; a Milvus that is down only makes
+            # the service unready: /readyz and every store call retry it.
+            store_ok = await asyncio.to_thread(services.store.ping)
+            services.metrics.ready.set(1 if services.engines_warm and store_ok else 0)
             yield
         finally:
             app.state.services = None

@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,9 @@ from PIL import Image
 from service.batching import Batcher, BatchMetrics, Embedded
 from service.preprocessing.image import ImageSpec, decode_image, preprocess
 from service.preprocessing.text import ChineseTokenizer
+
+if TYPE_CHECKING:
+    from service.engines import Towers
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class DecodedImage:
 class Embedder:
     def __init__(
         self,
-        towers,  # service.engines.Towers
+        towers: Towers,
         tokenizer: ChineseTokenizer,
         image_spec: ImageSpec,
         batch: BatchSettings,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from service.api.middleware import record_timing
 from service.api.schemas import Limits
 from service.config import Settings
 from service.embedder import Embedder
@@ -51,7 +52,11 @@ class StoreHandle:
             self._metrics.milvus_seconds.labels(op).observe(time.perf_counter() - started)
 
     async def run(self, op: str, fn: Callable[[Any], T]) -> T:
-        return await asyncio.to_thread(self.call, op, fn)
+        started = time.perf_counter()
+        try:
+            return await asyncio.to_thread(self.call, op, fn)
+        finally:
+            record_timing(f"milvus-{op}", time.perf_counter() - started)
 
     def ping(self) -> bool:
         """Milvus answers and the collections are in place (readiness); never raises."""
