@@ -17,7 +17,8 @@ from service.store.local_server import LocalMilvusServer
 @contextlib.contextmanager
 def milvus_server(data_dir: Path) -> Iterator[LocalMilvusServer]:
     """A started server whose ``uri`` is ``http://127.0.0.1:<port>``; stopped on exit."""
-    server = LocalMilvusServer(data_dir)
+    # A short stop: past it the server is killed, which is also the harsher outage to recover from.
+    server = LocalMilvusServer(data_dir, stop_timeout_s=2.0)
     server.start()
     # Restarts reuse the port the first start picked, so a client's URI stays valid across an outage.
     server.requested_port = server.port

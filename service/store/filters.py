@@ -179,7 +179,10 @@ def _condition(cond: Condition) -> str:
     lhs = field_expression(cond.field)
     if cond.op == "in":
         assert isinstance(cond.value, list)
-        return f"{lhs} in [{', '.join(literal(v) for v in cond.value)}]"
+        if cond.field in _TOP_LEVEL:
+            return f"{lhs} in [{', '.join(literal(v) for v in cond.value)}]"
+        # Milvus Lite 3.x cannot put a JSON path left of `in`: spell it as equalities, which both read.
+        return " or ".join(f"{lhs} == {literal(v)}" for v in cond.value)
     return f"{lhs} {_OPS[cond.op]} {literal(cond.value)}"
 
 

@@ -219,6 +219,16 @@ class VectorStore:
                     timeout=self.timeout_s,
                 )
             client.load_collection(name, timeout=max(self.timeout_s, 60.0))
+            # After a (re)start the server replays its log in the background; one Strong read waits
+            # for that, so that Session reads (which do not wait) see every acknowledged write.
+            client.query(
+                name,
+                filter='pk == ""',
+                output_fields=["pk"],
+                limit=1,
+                consistency_level="Strong",
+                timeout=max(self.timeout_s, 60.0),
+            )
         self._ready.add(kind)
         return name
 
@@ -232,14 +242,20 @@ class VectorStore:
         return match is None or (int(match[1]), int(match[2])) >= (2, 4)
 
     def _check_existing(self, client: MilvusClient, name: str, kind: Kind) -> None:
-        recorded, dim = existing_layout(client.describe_collection(name, timeout=self.timeout_s))
+        recorded, dim, fields = existing_layout(client.describe_collection(name, timeout=self.timeout_s))
         if dim != self.dim or recorded.get("model", self.model) != self.model:
             raise SchemaMismatch(
                 f"collection {name!r} holds {recorded.get('model', 'another model')!r} vectors of dim {dim}, "
                 f"not {self.model!r} of dim {self.dim}; embedding spaces never mix: use another model name "
                 f"or drop that collection"
             )
-        if recorded.get("tuwen_schema") != SCHEMA_VERSION or recorded.get("kind") != kind:
+        # Milvus Lite keeps no description: there the field names are the evidence.
+        expected = {"pk", "id", "vector", "tenant", "metadata", "created_at"} | (
+            {"text"} if kind == "text" else set()
+        )
+        if fields != expected or (
+            recorded and (recorded.get("tuwen_schema"), recorded.get("kind")) != (SCHEMA_VERSION, kind)
+        ):
             raise SchemaMismatch(
                 f"collection {name!r} was not created by this version of Tuwen for {kind}s "
                 f"(description {recorded or 'missing'}); drop it or point TUWEN_MILVUS_URI elsewhere"
@@ -302,12 +318,18 @@ class VectorStore:
         )
 
     def delete(self, kind: Kind, id: str, tenant: str = DEFAULT_TENANT) -> bool:
-        """Remove one item of ``tenant``; False when it did not exist."""
+        """Remove one item of ``tenant``; False when it did not exist. Returns once reads no longer see it."""
         if self.get(kind, id, tenant) is None:
             return False
         name = self._ensure(kind)
+        pk = primary_key(tenant, id)
         with self._call(f"delete from {name}") as client:
-            client.delete(name, ids=[primary_key(tenant, id)], timeout=self.timeout_s)
+            client.delete(name, ids=[pk], timeout=self.timeout_s)
+            # Milvus 2.3 does not report a delete's timestamp, so Session reads could still see the row:
+            # one Strong read waits until the server has applied the delete, for every later read.
+            client.get(
+                name, ids=[pk], output_fields=["pk"], consistency_level="Strong", timeout=self.timeout_s
+            )
         return True
 
     def search(

@@ -57,8 +57,8 @@ def build_schema(model: str, kind: Kind, dim: int, *, tenant_partition_key: bool
     return schema
 
 
-def existing_layout(info: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-    """(recorded description, vector dim) of a collection as ``describe_collection`` reports it."""
+def existing_layout(info: dict[str, Any]) -> tuple[dict[str, Any], int | None, set[str]]:
+    """(recorded description, vector dim, field names) of a collection from ``describe_collection``."""
     try:
         recorded = json.loads(info.get("description") or "{}")
     except json.JSONDecodeError:
@@ -67,4 +67,5 @@ def existing_layout(info: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
     for f in info.get("fields", []):
         if f.get("name") == "vector":
             dim = int(f.get("params", {}).get("dim", 0)) or None
-    return (recorded if isinstance(recorded, dict) else {}), dim
+    fields = {f.get("name") for f in info.get("fields", [])}
+    return (recorded if isinstance(recorded, dict) else {}), dim, fields
