@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint serve clean browser-deps
+.PHONY: venv test lint serve clean browser-deps demo-model
 
 venv: $(STAMP)
 
@@ -57,3 +57,8 @@ serve: $(STAMP) $(DEMO_BUNDLE)/manifest.json
 	  --report data/demo-ingest-failures.jsonl && \
 	echo "Tuwen is serving the demo on http://127.0.0.1:8000 (Ctrl+C stops it)" && wait $$server
 
+
+# The demo model: synthetic data -> tiny English CLIP -> stage 1 (frozen image tower) -> stage 2, plus the
+# from-scratch ablation; writes $(DEMO)/checkpoint.pt (arch tiny-vit) and $(DEMO)/eval.json (CPU, a few minutes).
+demo-model: $(STAMP)
+	$(BIN)/python -m training.demo --out $(DEMO)

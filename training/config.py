@@ -54,6 +54,11 @@ class TrainConfig(_Strict):
     init: InitConfig = InitConfig()
     data: DataConfig = DataConfig()
 
+    text_dropout: float | None = Field(
+        None,
+        description="override the text tower's dropout (hidden and attention); null keeps the architecture's "
+        "0.1. Tiny from-scratch runs need 0: dropout noise lets them settle on constant features",
+    )
     freeze_image_tower: bool = Field(False, description="stage 1: image tower frozen and kept in eval mode")
     batch_size: int = Field(64, description="per rank; the contrastive batch is batch_size × world size")
     max_steps: int = Field(1000, description="optimizer steps in this run (the schedule spans them)")
@@ -68,6 +73,9 @@ class TrainConfig(_Strict):
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto = bf16 autocast on CUDA")
     grad_checkpointing: bool = False
     compile: bool = Field(False, description="torch.compile the model")
+    cpu_threads: int | None = Field(
+        None, description="torch CPU threads (null = torch's default); 1 makes CPU runs bit-reproducible"
+    )
     peak_tflops: float | None = Field(None, description="device peak for the MFU figure; auto on known GPUs")
 
     log_every: int = 10

@@ -61,7 +61,12 @@ def build_optimizer(
 ) -> torch.optim.AdamW:
     fused = device.type == "cuda"  # the fused kernel is the fast path on CUDA; CPU keeps the default
     return torch.optim.AdamW(
-        parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused or None
+        parameter_groups(model, weight_decay),
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        fused=fused or None,
+        foreach=not fused,
     )
 
 

@@ -36,7 +36,7 @@ from training.distributed import DistEnv, all_reduce_mean, cleanup_distributed, 
 from training.evaluate import evaluate_retrieval, open_cnclip_split
 from training.flops import peak_tflops, training_flops_per_sample
 from training.loss import clip_loss
-from training.models import CLIP, build_model
+from training.models import CLIP, load_model_config
 from training.optim import build_optimizer, build_scheduler
 from training.run_log import RunLog
 
@@ -69,11 +69,18 @@ def validate(model: CLIP, tokenizer: ChineseTokenizer, cfg: TrainConfig) -> dict
 def build_initial_model(cfg: TrainConfig) -> CLIP:
     """The model a run starts from: a checkpoint (fine-tuning / stage 2), or pretrained towers, or random."""
     torch.manual_seed(cfg.seed)  # identical random init on every rank (DDP also broadcasts rank 0's)
+    config = load_model_config(cfg.arch)
+    if cfg.text_dropout is not None:
+        text = config.text.model_copy(
+            update={"hidden_dropout": cfg.text_dropout, "attention_dropout": cfg.text_dropout}
+        )
+        config = config.model_copy(update={"text": text})
+    model = CLIP(config)
     if cfg.init.checkpoint is not None:
         from training.checkpoints import load_checkpoint
 
-        return load_checkpoint(cfg.init.checkpoint, arch=cfg.arch).model
-    model = build_model(cfg.arch)
+        loaded = load_checkpoint(cfg.init.checkpoint, arch=cfg.arch).model
+        model.load_state_dict(loaded.state_dict())
     if cfg.init.openai_visual is not None:
         from training.checkpoints import load_openai_visual
 
@@ -130,6 +137,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
 
 def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
+    if cfg.cpu_threads is not None:
+        torch.set_num_threads(cfg.cpu_threads)
     # --- model, stage, optimizer -------------------------------------------------------------------------
     model = build_initial_model(cfg).to(env.device)
     if cfg.freeze_image_tower:
