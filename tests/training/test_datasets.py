@@ -109,3 +109,43 @@ def test_the_sampler_shards_one_global_batch_across_ranks():
         assert shards[0][b] + shards[1][b] == batch
     assert list(ShardedBatchSampler(20, 6, seed=3, start_batch=1)) == whole[1:]
     assert list(ShardedBatchSampler(20, 6, seed=3, epoch=1)) != whole
+
+
+def test_training_batches_from_lmdb_through_worker_processes(tmp_path):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from service.preprocessing.image import ImageSpec
+    from service.preprocessing.text import ChineseTokenizer
+    from training.data.dataset import Collator, ImageTextDataset, open_pairs
+
+    write_cnclip(tmp_path)
+    build_lmdb(["--data-dir", str(tmp_path), "--splits", "train"])
+    dataset = ImageTextDataset(open_pairs("cnclip-lmdb", tmp_path, "train", "fail"), ImageSpec(size=16))
+    loader = DataLoader(
+        dataset, batch_size=3, num_workers=2, collate_fn=Collator(ChineseTokenizer.from_vocab())
+    )
+    ((pixels, ids),) = list(loader)
+    assert pixels.shape == (3, 3, 16, 16) and pixels.dtype == torch.float32
+    assert ids.shape == (3, 52) and ids[0, 0] == 101
+    assert pixels[0, 0].mean() > pixels[0, 2].mean()  # the red image is red
+
+
+def test_a_broken_image_is_skipped_with_a_warning_or_fails(tmp_path, caplog):
+    from service.preprocessing.image import ImageSpec
+    from training.data.dataset import ImageTextDataset, open_pairs
+
+    images = {**IMAGES, 1002: b"not an image at all"}
+    write_cnclip(tmp_path, images=images)
+    failing = ImageTextDataset(
+        open_pairs("cnclip-tsv", tmp_path, "train", "fail"), ImageSpec(size=16), "fail"
+    )
+    with pytest.raises(DataError, match=r"train_imgs\.tsv:2"):
+        failing[1]
+    skipping = ImageTextDataset(
+        open_pairs("cnclip-tsv", tmp_path, "train", "skip"), ImageSpec(size=16), "skip"
+    )
+    with caplog.at_level(logging.WARNING):
+        pixels, text = skipping[1]  # replaced by the next readable pair, so batches keep their size
+    assert text == "绿色或蓝色" and pixels[2].mean() > pixels[0].mean()  # 1003 is blue
+    assert "train_imgs.tsv:2" in caplog.text

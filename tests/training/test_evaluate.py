@@ -52,3 +52,46 @@ def test_equals_the_official_muge_scorer(tmp_path):
     )
     assert 0 < r1 < r5 < r10 < 100
     assert ours == pytest.approx({"r1": r1, "r5": r5, "r10": r10, "mean_recall": mean_recall}, abs=1e-9)
+
+
+def test_evaluate_retrieval_writes_muge_predictions_the_official_scorer_accepts(tmp_path):
+    evaluation = pytest.importorskip("cn_clip.eval.evaluation")
+    from tiny_data import write_tiny_dataset
+
+    from service.preprocessing.text import ChineseTokenizer
+    from training.evaluate import evaluate_retrieval, open_cnclip_split
+    from training.models import build_model
+
+    data = write_tiny_dataset(tmp_path / "data")
+    torch.manual_seed(0)
+    model = build_model("tiny-vit")
+    summary = evaluate_retrieval(
+        model, ChineseTokenizer.from_vocab(), open_cnclip_split(data, "valid"), out_dir=tmp_path
+    )
+    assert summary["num_images"] == summary["num_texts"] == 24
+    rows = [json.loads(line) for line in (tmp_path / "text_to_image_predictions.jsonl").open()]
+    assert len(rows) == 24 and all(len(set(row["image_ids"])) == 10 for row in rows)
+    mean_recall, r1, r5, r10 = evaluation.compute_score(
+        str(data / "valid_texts.jsonl"), str(tmp_path / "text_to_image_predictions.jsonl")
+    )
+    assert summary["text_to_image"] == pytest.approx(
+        {"r1": r1, "r5": r5, "r10": r10, "mean_recall": mean_recall}
+    )
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+    i2t = [json.loads(line) for line in (tmp_path / "image_to_text_predictions.jsonl").open()]
+    assert {row["image_id"] for row in i2t} == set(range(10_000, 10_024))
+
+
+def test_zero_shot_classifier_averages_the_prompt_templates():
+    from service.preprocessing.text import ChineseTokenizer
+    from training.evaluate import embed_texts, zero_shot_classifier
+    from training.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny-vit").eval()
+    tokenizer = ChineseTokenizer.from_vocab()
+    templates = ("{}的照片。", "一张{}的图片。")
+    classifier = zero_shot_classifier(model, tokenizer, ["猫", "狗"], templates)
+    dog = embed_texts(model, tokenizer, ["狗的照片。", "一张狗的图片。"]).mean(0)
+    assert classifier.shape == (2, model.config.embed_dim)
+    assert torch.allclose(classifier[1], dog / dog.norm(), atol=1e-6)
