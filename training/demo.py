@@ -5,7 +5,8 @@
 3. stage 1: its image tower, frozen, initialises the Chinese model, whose text tower learns to meet it;
 4. stage 2: everything trainable from the stage-1 weights, fresh optimizer and schedule;
 5. the ablation: the same Chinese model from scratch for the same number of Chinese steps (1 + 2);
-6. held-out (test split) retrieval of both; the final checkpoint at OUT/checkpoint.pt, the figures in
+6. held-out (test split) retrieval of both, and zero-shot colour / shape classification with Chinese
+   prompt templates; the final checkpoint at OUT/checkpoint.pt, the figures in
    OUT/eval.json.
 
 Each step is a config in training/configs (demo-*.yaml) run by the ordinary trainer; paths are rewritten
@@ -26,7 +27,7 @@ from service.preprocessing.text import ChineseTokenizer
 from training.checkpoints import load_checkpoint
 from training.config import TrainConfig, load_config
 from training.data.synthetic import write_synthetic_dataset
-from training.evaluate import evaluate_retrieval, open_cnclip_split
+from training.evaluate import evaluate_retrieval, open_cnclip_split, zero_shot_accuracy
 from training.train import train
 
 CONFIGS = Path(__file__).parent / "configs"
@@ -47,10 +48,21 @@ def export_visual_openai_format(checkpoint: Path, destination: Path) -> Path:
     return destination
 
 
-def held_out_recall(checkpoint: Path, data: Path, out_dir: Path) -> dict:
+def held_out_evaluation(checkpoint: Path, data: Path, out_dir: Path) -> dict:
+    """Test-split retrieval, plus zero-shot classification of each scene's colour and shape."""
     model = load_checkpoint(checkpoint).model
     tokenizer = ChineseTokenizer.from_vocab(context_length=model.config.context_length)
-    return evaluate_retrieval(model, tokenizer, open_cnclip_split(data, "test"), out_dir=out_dir)
+    test = open_cnclip_split(data, "test")
+    summary = evaluate_retrieval(model, tokenizer, test, out_dir=out_dir)
+    scenes = [
+        json.loads(line) for line in (data / "test_scenes.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
+    for attribute in ("color", "shape"):
+        classes = sorted({scene[attribute] for scene in scenes})
+        labels = {scene["image_id"]: classes.index(scene[attribute]) for scene in scenes}
+        accuracy = zero_shot_accuracy(model, tokenizer, classes, test.images, labels)
+        summary[f"zero_shot_{attribute}"] = {**accuracy, "classes": len(classes)}
+    return summary
 
 
 def run_demo(out: Path, seed: int = 0, split_sizes: dict[str, int] = SPLIT_SIZES) -> dict:
@@ -71,8 +83,8 @@ def run_demo(out: Path, seed: int = 0, split_sizes: dict[str, int] = SPLIT_SIZES
     runs = {"english": english, "stage1": stage1, "stage2": stage2, "scratch": scratch}
     final = out / "checkpoint.pt"
     shutil.copyfile(stage2.checkpoint, final)
-    two_stage = held_out_recall(final, data, out / "eval" / "two-stage")
-    from_scratch = held_out_recall(scratch.checkpoint, data, out / "eval" / "scratch")
+    two_stage = held_out_evaluation(final, data, out / "eval" / "two-stage")
+    from_scratch = held_out_evaluation(scratch.checkpoint, data, out / "eval" / "scratch")
     report = {
         "checkpoint": str(final),
         "arch": load_checkpoint(final).model.config.name,

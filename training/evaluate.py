@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from service.preprocessing.image import CLIP_MEAN, CLIP_STD, ImageSpec
 
+from service.preprocessing.image import CLIP_MEAN, CLIP_STD, ImageSpec
 from service.preprocessing.text import ChineseTokenizer
 from training.data.cnclip import TsvImages, read_texts
 from training.data.dataset import load_pixels
@@ -245,9 +245,10 @@ def zero_shot_accuracy(
         model.train(was_training)
     ranked = (100.0 * features @ classifier.t()).topk(min(5, len(class_names)), dim=1).indices
     truth = torch.tensor([labels[i] for i in image_ids])
+    n = max(1, len(image_ids))
     return {
-        "top1": 100.0 * (ranked[:, 0] == truth).float().mean().item(),
-        "top5": 100.0 * (ranked == truth[:, None]).any(dim=1).float().mean().item(),
+        "top1": 100.0 * int((ranked[:, 0] == truth).sum()) / n,
+        "top5": 100.0 * int((ranked == truth[:, None]).any(dim=1).sum()) / n,
         "num_images": len(image_ids),
     }
 

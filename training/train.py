@@ -246,7 +246,8 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
         if cfg.export_weights:
             atomic_save(weights_only(state), cfg.out_dir / "checkpoint.pt")
             result.checkpoint = cfg.out_dir / "checkpoint.pt"
-        log.message(f"step {step}: loss {result.losses[-1]:.4f}; checkpoint {result.checkpoint}")
+        last_loss = f"loss {result.losses[-1]:.4f}; " if result.losses else ""
+        log.message(f"step {step}: {last_loss}checkpoint {result.checkpoint}")
         result.evaluation = validate(model, tokenizer, cfg)
         if result.evaluation is not None:
             t2i = result.evaluation["text_to_image"]

@@ -95,3 +95,31 @@ def test_zero_shot_classifier_averages_the_prompt_templates():
     dog = embed_texts(model, tokenizer, ["狗的照片。", "一张狗的图片。"]).mean(0)
     assert classifier.shape == (2, model.config.embed_dim)
     assert torch.allclose(classifier[1], dog / dog.norm(), atol=1e-6)
+
+
+def test_the_command_line_evaluates_a_checkpoint(tmp_path, capsys):
+    from tiny_data import write_tiny_dataset
+
+    from training.checkpoints import save_checkpoint
+    from training.evaluate import main
+    from training.models import build_model
+
+    data = write_tiny_dataset(tmp_path / "data")
+    checkpoint = save_checkpoint(tmp_path / "model.pt", build_model("tiny-vit"))
+    main(
+        [
+            "--checkpoint",
+            str(checkpoint),
+            "--arch",
+            "tiny-vit",
+            "--data-root",
+            str(data),
+            "--out",
+            str(tmp_path / "eval"),
+            "--device",
+            "cpu",
+        ]
+    )
+    summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert summary["num_images"] == 24 and set(summary["text_to_image"]) == {"r1", "r5", "r10", "mean_recall"}
+    assert json.loads(capsys.readouterr().out) == summary
