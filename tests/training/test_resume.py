@@ -30,3 +30,29 @@ def test_a_weights_only_checkpoint_cannot_resume(tmp_path):
     torch.save({"epoch": 0, "step": 1, "name": "x", "state_dict": {}, "config": {}}, tmp_path / "w.pt")
     with pytest.raises(ValueError, match="lacks optimizer"):
         load_training_state(tmp_path / "w.pt")
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    from training.checkpointing import atomic_save
+
+    path = tmp_path / "last.pt"
+    atomic_save({"step": 1}, path)
+
+    def broken_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_gradient_checkpointing_gives_the_same_run(tmp_path):
+    data = write_tiny_dataset(tmp_path / "data")
+    settings = {"max_steps": 2, "text_dropout": 0.0, "cpu_threads": 1, "export_weights": False}
+    plain = train(tiny_config(data, tmp_path / "plain", **settings))
+    checkpointed = train(tiny_config(data, tmp_path / "ckpt", grad_checkpointing=True, **settings))
+    assert checkpointed.losses == pytest.approx(plain.losses, abs=1e-6)
