@@ -29,6 +29,10 @@ from service.store.errors import StoreUnavailable
 _PID_FILE = "tuwen-milvus.pid"
 
 
+class _ExitedWhileStarting(StoreUnavailable):
+    pass
+
+
 class LocalMilvusServer:
     """Start/stop one Milvus server process whose data lives under ``data_dir``.
 
@@ -69,9 +73,17 @@ class LocalMilvusServer:
             if self.running:
                 return self
             self._stop_orphan()
-            self._proc = self._launch()
             atexit.register(self.stop)
-            self._wait_healthy()
+            for attempt in range(3):
+                self._proc = self._launch()
+                try:
+                    self._wait_healthy()
+                    return self
+                except _ExitedWhileStarting:
+                    # Ports are probed, then released for the server to bind: another process can take
+                    # one in between. Fresh ports on the next attempt.
+                    if attempt == 2:
+                        raise
             return self
 
     def stop(self) -> None:
@@ -162,7 +174,7 @@ class LocalMilvusServer:
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
-                raise StoreUnavailable(
+                raise _ExitedWhileStarting(
                     f"the local Milvus server exited while starting; see {self.data_dir / 'logs'}"
                 )
             with (

@@ -7,12 +7,14 @@ each writes as its own tenant, which the store guarantees keeps their rows apart
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
-from service.store import Filter, InvalidItem, Item, SchemaMismatch, VectorStore
+from service.store import Filter, InvalidItem, Item, SchemaMismatch, StoreUnavailable, VectorStore
+from service.store.local_server import LocalMilvusServer
 from service.store.schema import collection_name
 from tests.milvus_server import milvus_server
 
@@ -30,16 +32,16 @@ def ids(hits: list) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMilvusServer]:
     with milvus_server(tmp_path_factory.mktemp("milvus")) as srv:
-        yield srv.uri
+        yield srv
 
 
 @pytest.fixture(scope="module", params=["lite", pytest.param("server", marks=pytest.mark.slow)])
 def uri(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
     if request.param == "lite":
         return str(tmp_path_factory.mktemp("lite") / "items.db")
-    return request.getfixturevalue("server")
+    return request.getfixturevalue("server").uri
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +207,30 @@ def test_writes_survive_a_restart_and_other_dims_are_refused(
     with pytest.raises(SchemaMismatch, match="dim"):
         other_space.ensure_collections()
     other_space.close()
+
+
+@pytest.mark.slow
+def test_an_outage_raises_store_unavailable_and_the_store_recovers_without_a_restart(
+    server: LocalMilvusServer, tenant: str
+) -> None:
+    # Last in the module: it stops and starts the module's server.
+    store = VectorStore(server.uri, model="Test-Model", dim=DIM, timeout_s=3)
+    store.upsert("image", [Item("before", unit(1), tenant, {"n": 1})])
+    assert store.ping()
+
+    server.stop()  # killed after a short grace period: the harsher outage
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable):
+        store.search("image", [unit(1)], top_k=3, tenant=tenant)
+    with pytest.raises(StoreUnavailable):
+        store.upsert("image", [Item("during", unit(2), tenant)])
+    assert not store.ping()
+    assert time.monotonic() - started < 20, "failures must be quick, not hang on the outage"
+
+    server.start()  # same data directory and port
+    [hits] = store.search("image", [unit(1)], top_k=3, tenant=tenant)
+    assert [h.id for h in hits] == ["before"] and hits[0].metadata == {"n": 1}
+    store.upsert("image", [Item("after", unit(2), tenant)])
+    assert store.get("image", "after", tenant) is not None
+    assert store.ping()
+    store.close()
