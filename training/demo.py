@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -66,6 +67,23 @@ def held_out_evaluation(checkpoint: Path, data: Path, out_dir: Path) -> dict:
 
 
 def run_demo(out: Path, seed: int = 0, split_sizes: dict[str, int] = SPLIT_SIZES) -> dict:
+    """Build everything in a staging directory beside `out` and move it into place at the end, so a reader
+    (or a second demo run) never sees a half-written demo."""
+    out = Path(out)
+    staging = out.parent / f".{out.name}.building-{os.getpid()}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    report = _build(staging, seed, split_sizes)
+    report["checkpoint"] = str(out / "checkpoint.pt")
+    (staging / "eval.json").write_text(
+        json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    shutil.rmtree(out, ignore_errors=True)  # an older demo (and any bundle exported from it) is now stale
+    staging.rename(out)
+    return report
+
+
+def _build(out: Path, seed: int, split_sizes: dict[str, int]) -> dict:
     started = time.perf_counter()
     data = out / "data"
     write_synthetic_dataset(data, seed=seed, **split_sizes)
@@ -85,7 +103,7 @@ def run_demo(out: Path, seed: int = 0, split_sizes: dict[str, int] = SPLIT_SIZES
     shutil.copyfile(stage2.checkpoint, final)
     two_stage = held_out_evaluation(final, data, out / "eval" / "two-stage")
     from_scratch = held_out_evaluation(scratch.checkpoint, data, out / "eval" / "scratch")
-    report = {
+    return {
         "checkpoint": str(final),
         "arch": load_checkpoint(final).model.config.name,
         "seed": seed,
@@ -96,8 +114,6 @@ def run_demo(out: Path, seed: int = 0, split_sizes: dict[str, int] = SPLIT_SIZES
         "scratch": from_scratch,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    (out / "eval.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return report
 
 
 def main(argv: list[str] | None = None) -> None:
