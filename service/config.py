@@ -134,9 +134,15 @@ class Settings(BaseSettings):
         return value.lower() if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _check_keys(self) -> Settings:
+    def _check(self) -> Settings:
         # Parse now so a malformed key list stops the start, naming the variable.
         self.api_key_tenants()
+        # A request is queued whole or refused: one larger than the queue could never be served.
+        if self.max_queue < max(self.max_texts, self.max_images):
+            raise ValueError(
+                f"TUWEN_MAX_QUEUE ({self.max_queue}) must be at least TUWEN_MAX_TEXTS ({self.max_texts}) "
+                f"and TUWEN_MAX_IMAGES ({self.max_images})"
+            )
         return self
 
     @property
