@@ -347,3 +347,14 @@ def test_a_streamed_body_without_length_is_cut_off_at_the_limit(http: httpx.Clie
     r = http.post("/embed", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["code"] == "body_too_large"
     assert http.get("/healthz").status_code == 200
+
+
+def test_items_survive_a_restart_of_the_app_on_milvus_lite(bundle: Path, tmp_path: Path) -> None:
+    settings = settings_for(bundle, tmp_path)
+    with serve(settings) as base, client(base) as http:
+        assert add_image(http, "keep", image_bytes(GREEN), {"k": 1}).status_code == 200
+        assert http.post("/items", json={"items": [{"id": "t-keep", "text": "绿色"}]}).status_code == 200
+    with serve(settings) as base, client(base) as http:
+        hits = http.post("/search", data={"top_k": "1"}, files={"image": ("q.png", image_bytes(GREEN))})
+        assert hits.json()["results"][0]["id"] == "keep"
+        assert http.get("/items/text/t-keep").json()["text"] == "绿色"
