@@ -62,7 +62,8 @@ def target_name(gpu: str, tensorrt_version: str) -> str:
 
 
 def engine_target() -> str:
-    return target_name(cuda_device_name(), import_tensorrt().__version__)
+    trt = import_tensorrt()  # first: "TensorRT is not installed" is the message that tells users what to do
+    return target_name(cuda_device_name(), trt.__version__)
 
 
 class PlanEngine:
