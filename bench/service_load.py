@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import shutil
 import subprocess
@@ -61,6 +62,8 @@ from bench.common import (  # noqa: E402
 
 ENDPOINTS = ("search-text", "search-image", "embed-text")
 TOP_K = 10
+LATENCY_COLUMNS = ["endpoint", "qps", "p50_ms", "p95_ms", "p99_ms", "errors"]
+CPU_COLUMNS = ["cpu_server_ms", "cpu_milvus_ms", "cpu_client_ms"]
 
 
 # -- data ---------------------------------------------------------------------------------------------
@@ -202,23 +205,28 @@ async def _send(client: httpx.AsyncClient, kwargs: dict[str, Any], sent: float) 
 
 async def closed_loop(
     url: str, make: Callable[[int], dict[str, Any]], concurrency: int, duration: float, warmup: float
-) -> tuple[list[Sample], float, float]:
+) -> tuple[list[Sample], float, float, int]:
+    """``concurrency`` clients, each sending its next request when its last one is answered. Returns the
+    measured samples (sent after the warm-up), the measured window and how many requests were sent in all."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
         begin = time.perf_counter()
         start, stop = begin + warmup, begin + warmup + duration
         samples: list[Sample] = []
+        sent = 0
 
         async def worker(w: int) -> None:
+            nonlocal sent
             i = w
             while (now := time.perf_counter()) < stop:
                 sample = await _send(client, make(i), now)
+                sent += 1
                 if sample.sent >= start:
                     samples.append(sample)
                 i += concurrency
 
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return samples, start, stop
+    return samples, start, stop, sent
 
 
 async def open_loop(
@@ -270,6 +278,37 @@ def summarise(samples: list[Sample], start: float, stop: float) -> dict[str, Any
     return row
 
 
+# -- where the CPU goes --------------------------------------------------------------------------------
+
+
+class CpuMeter:
+    """CPU seconds used by the server process, its Milvus server and this client between ``start`` and
+    ``stop``: on a 2-core machine they share the cores, so CPU per request says who limits QPS."""
+
+    def __init__(self, service: Service, data_dir: Path) -> None:
+        pid_file = data_dir / "milvus" / "tuwen-milvus.pid"
+        self.pids = {"server": service.pid}
+        if pid_file.is_file():
+            self.pids["milvus"] = int(pid_file.read_text())
+        self._begin: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        out = {"client": time.process_time()}
+        tick = os.sysconf("SC_CLK_TCK")
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                out[name] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        return out
+
+    def start(self) -> None:
+        self._begin = self._now()
+
+    def per_request_ms(self, requests: int) -> dict[str, float]:
+        end = self._now()
+        return {k: (end[k] - self._begin[k]) * 1000 / max(1, requests) for k in end if k in self._begin}
+
+
 # -- profiling ----------------------------------------------------------------------------------------
 
 
@@ -292,8 +331,9 @@ def profiled(service: Service, out: Path, enabled: bool):  # type: ignore[no-unt
             "--output",
             str(out),
             "--rate",
-            "200",
-            "--nonblocking",
+            "100",
+            "--native",  # ONNX Runtime, gRPC and uvloop are C/C++: see into them
+            "--threads",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -337,19 +377,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with serve(bundle, data_dir, env=env) as service:
         print(f"serving {service.url} (pid {service.pid}); bare parts ...")
         result["bare"] = bare_parts(bundle, data_dir, queries[: args.bare_queries], threads)
+        cpu = CpuMeter(service, data_dir)
         for endpoint in args.endpoints:
             make = request_maker(endpoint, queries, images)
             for c in args.concurrency:
                 profile_out = RESULTS / f"profile-{args.arch}-{endpoint}-c{c}.txt"
+                cpu.start()
                 with profiled(service, profile_out, args.profile and c == 32 and endpoint == "search-text"):
-                    samples, start, stop = asyncio.run(
+                    samples, start, stop, sent = asyncio.run(
                         closed_loop(service.url, make, c, args.duration, args.warmup)
                     )
                 row = {"endpoint": endpoint, "concurrency": c, **summarise(samples, start, stop)}
+                row |= {f"cpu_{k}_ms": v for k, v in cpu.per_request_ms(sent).items()}
                 result["closed_loop"].append(row)
                 print(
                     f"  {endpoint:13s} c={c:<3d} {row['qps']:7.1f} QPS  p50 {row['p50_ms']:6.1f} ms  "
-                    f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}  {row['server_timing_mean_ms']}"
+                    f"p99 {row['p99_ms']:6.1f} ms  errors {row['errors']}  server-timing means "
+                    f"{ {k: round(v, 2) for k, v in row['server_timing_mean_ms'].items()} }"
                 )
         base = next(
             (r for r in result["closed_loop"] if r["endpoint"] == "search-text" and r["concurrency"] == 32),
@@ -401,13 +445,15 @@ def report(result: dict[str, Any]) -> None:
         f"load average {result['machine']['load_average']}"
     )
     print_table(
-        result["closed_loop"], ["endpoint", "concurrency", "qps", "p50_ms", "p95_ms", "p99_ms", "errors"]
+        result["closed_loop"],
+        [*LATENCY_COLUMNS[:1], "concurrency", *LATENCY_COLUMNS[1:], *CPU_COLUMNS],
     )
+    print("(cpu_*_ms: CPU milliseconds per request of the app process, its Milvus server and this client)")
     if result["open_loop"]:
         print()
         print_table(
             result["open_loop"],
-            ["endpoint", "rate", "qps", "p50_ms", "p95_ms", "p99_ms", "errors", "not_sent"],
+            [*LATENCY_COLUMNS[:1], "rate", *LATENCY_COLUMNS[1:], "not_sent"],
         )
     bare = result["bare"]
     print(

@@ -2,7 +2,11 @@
 
 One `Batcher` per tower. Its single worker task owns the queue: it takes the first waiting input, waits
 at most ``wait_ms`` for more (up to ``max_batch``), runs the batch in a thread (engines block), and hands
-each input its own row through its own future. A backend error is set on every future of the batch and
+each input its own row through its own future. The wait is only spent under load (the last batch held
+more than one input, or others already queue): a lone request after an idle spell runs at once, since
+nobody is coming to share its batch — at concurrency 1 the wait was pure latency (``bench/service_load.py``
+measured 5 of the 8 ms the service added to a search). Inputs that queue while a batch runs join the
+next batch without any wait. A backend error is set on every future of the batch and
 the worker carries on. The queue is bounded: past ``max_queue`` waiting inputs, `submit` raises
 `QueueFull` at once, which the API answers with 429 and ``Retry-After``.
 """
@@ -80,6 +84,7 @@ class Batcher(Generic[Payload]):
         self._max_queue = max_queue
         self._metrics = metrics
         self._queue: asyncio.Queue[_Job[Payload]] = asyncio.Queue()
+        self._last_batch_size = 0
         self._worker: asyncio.Task[None] | None = None
         # One thread per tower: batches of one tower run one after another; the two towers in parallel.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tuwen-{tower}")
@@ -130,6 +135,7 @@ class Batcher(Generic[Payload]):
             jobs = await self._collect(loop)
             self._report_depth()
             jobs = [job for job in jobs if not job.future.done()]  # skip requests that went away
+            self._last_batch_size = len(jobs)
             if not jobs:
                 continue
             started = time.perf_counter()
@@ -154,7 +160,8 @@ class Batcher(Generic[Payload]):
 
     async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Job[Payload]]:
         jobs = [await self._queue.get()]
-        deadline = loop.time() + self._wait
+        under_load = self._last_batch_size > 1 or not self._queue.empty()
+        deadline = loop.time() + (self._wait if under_load else 0.0)
         while len(jobs) < self._max_batch:
             if not self._queue.empty():
                 jobs.append(self._queue.get_nowait())

@@ -71,6 +71,21 @@ def test_a_lone_request_is_not_held_longer_than_the_wait() -> None:
     run_async(main())
 
 
+def test_an_idle_tower_runs_a_lone_request_without_spending_the_wait() -> None:
+    async def main() -> None:
+        calls: list[list[float]] = []
+        # A one-hour wait: were it spent, run_async's 20 s limit would fail the test.
+        batcher = Batcher("text", doubling_engine(calls), max_batch=64, wait_ms=3_600_000, max_queue=10)
+        batcher.start()
+        first = await batcher.submit([1.0])
+        second = await batcher.submit([2.0])  # still idle: the last batch held one input
+        await batcher.stop()
+        assert [first[0].vector.tolist(), second[0].vector.tolist()] == [[1, 2], [2, 4]]
+        assert calls == [[1.0], [2.0]]
+
+    run_async(main())
+
+
 def test_a_backend_error_reaches_every_request_of_its_batch_and_the_batcher_goes_on() -> None:
     async def main() -> None:
         fail = threading.Event()
