@@ -2,7 +2,7 @@
 
 Each model is exported once; the export itself compares every graph with PyTorch at the listed batches
 and text lengths 1, 5, 52 and a padded mixed-length batch, and records the figures checked here.
-ViT-B-16 is checked at batches 1 and 7 only to keep this file near its time budget on 2 cores.
+About 2.5 minutes on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from training.models import build_model
 
 pytestmark = pytest.mark.slow
 
-BATCHES = {"RN50": (1, 7, 64), "ViT-B-16": (1, 7)}
+BATCHES = {"RN50": (1, 7, 64), "ViT-B-16": (1, 7, 64)}
 
 
 @pytest.mark.parametrize("arch", sorted(BATCHES))

@@ -68,6 +68,7 @@ def _export(
             dynamo=True,
             external_data=False,
             optimize=True,
+            verbose=False,
         )
     onnx.checker.check_model(str(path))
 
