@@ -13,6 +13,7 @@ from bundles import make_tiny_bundle
 
 from service.bundle import Bundle
 from service.cli import main
+from training.checkpoints import save_hf_directory
 from training.export import writer
 from training.export.verify import (
     VerificationFailed,
@@ -138,3 +139,15 @@ def test_cli_export_of_a_missing_checkpoint_is_a_clean_error(
         main(["export", str(tmp_path / "nope.pt"), "--arch", "tiny-vit", "--out", str(tmp_path / "b")]) != 0
     )
     assert "nope.pt" in capsys.readouterr().err
+
+
+def test_cli_exports_a_hugging_face_directory(tmp_path: Path) -> None:
+    torch.manual_seed(6)
+    model = build_model("tiny-vit").eval()
+    save_hf_directory(model, tmp_path / "hf")
+    out = tmp_path / "bundle"
+    assert main(["export", str(tmp_path / "hf"), "--arch", "tiny-vit", "--out", str(out)]) == 0
+    bundle = Bundle.load(out)
+    ids, mask = pad_ids([[101, 2769, 4263, 102], [101, 102]])
+    got = cpu_session(bundle.file("text")).run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    assert row_cosines(_torch_text(model, ids, mask), got).min() >= 0.99999
