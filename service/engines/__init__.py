@@ -91,8 +91,10 @@ def _load_onnxruntime(bundle: Bundle, precision: Precision | Literal["auto"], th
     if precision == "auto":
         # fp16 halves memory traffic on GPUs; on CPUs it is slower than fp32 and int8 trades accuracy
         precision = "fp16" if use_gpu and "fp16" in bundle.precisions("text") else "fp32"
-    text = OrtSession(bundle.file("text", precision), use_gpu=use_gpu, threads=threads)
-    image = OrtSession(bundle.file("image", precision), use_gpu=use_gpu, threads=threads)
+    # ONNX Runtime's TensorRT provider may run layers in fp16 only when fp16 was asked for
+    options = {"use_gpu": use_gpu, "threads": threads, "trt_fp16": precision == "fp16"}
+    text = OrtSession(bundle.file("text", precision), **options)
+    image = OrtSession(bundle.file("image", precision), **options)
     return Towers(
         text=OrtTextEngine(text),
         image=OrtImageEngine(image),

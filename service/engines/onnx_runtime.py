@@ -16,7 +16,9 @@ def default_trt_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tuwen" / "ort-tensorrt"
 
 
-def provider_list(use_gpu: bool, trt_cache_dir: Path | None = None) -> list[str | tuple[str, dict[str, Any]]]:
+def provider_list(
+    use_gpu: bool, trt_cache_dir: Path | None = None, *, trt_fp16: bool = False
+) -> list[str | tuple[str, dict[str, Any]]]:
     """Providers in order of preference, limited to those compiled into this onnxruntime build."""
     available = set(ort.get_available_providers())
     providers: list[str | tuple[str, dict[str, Any]]] = []
@@ -30,7 +32,7 @@ def provider_list(use_gpu: bool, trt_cache_dir: Path | None = None) -> list[str 
                 {
                     "trt_engine_cache_enable": True,
                     "trt_engine_cache_path": str(cache),
-                    "trt_fp16_enable": True,
+                    "trt_fp16_enable": trt_fp16,
                 },
             )
         )
@@ -54,6 +56,7 @@ class OrtSession:
         use_gpu: bool = False,
         threads: int | None = None,
         trt_cache_dir: Path | None = None,
+        trt_fp16: bool = False,
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -61,7 +64,7 @@ class OrtSession:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(
-            str(path), options, providers=provider_list(use_gpu, trt_cache_dir)
+            str(path), options, providers=provider_list(use_gpu, trt_cache_dir, trt_fp16=trt_fp16)
         )
         self.input_names = [i.name for i in self.session.get_inputs()]
 

@@ -86,3 +86,24 @@ def test_build_engines_and_run_them(tmp_path: Path) -> None:
     pixels = np.random.default_rng(0).standard_normal((5, 3, 64, 64)).astype(np.float32)
     cos = (towers.image.embed(pixels) * reference.image.embed(pixels)).sum(axis=1)
     assert cos.min() >= 0.999
+
+
+def test_gpu_providers_are_preferred_with_an_on_disk_trt_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.engines import onnx_runtime
+
+    compiled_in = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnx_runtime.ort, "get_available_providers", lambda: compiled_in)
+    trt, cuda, cpu = onnx_runtime.provider_list(True, tmp_path / "cache", trt_fp16=True)
+    assert trt == (
+        "TensorrtExecutionProvider",
+        {
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(tmp_path / "cache"),
+            "trt_fp16_enable": True,
+        },
+    )
+    assert (cuda, cpu) == ("CUDAExecutionProvider", "CPUExecutionProvider")
+    assert (tmp_path / "cache").is_dir()
+    assert onnx_runtime.provider_list(False) == ["CPUExecutionProvider"]
