@@ -36,3 +36,11 @@ def test_unreadable_image_is_a_clear_error(tmp_path: Path, capsys: pytest.Captur
 def test_bundle_without_manifest_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["embed", "--bundle", str(tmp_path), "--text", "你好"]) == 2
     assert "manifest" in capsys.readouterr().err
+
+
+def test_ingest_reads_its_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # containers pass the key this way so that it never shows in a process listing
+    monkeypatch.setenv("TUWEN_INGEST_KEY", "k-123")
+    assert build_parser().parse_args(["ingest", "photos/"]).api_key == "k-123"
+    monkeypatch.delenv("TUWEN_INGEST_KEY")
+    assert build_parser().parse_args(["ingest", "photos/"]).api_key is None

@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -48,7 +49,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--split", help="Chinese-CLIP split name (reads SPLIT_imgs.tsv and SPLIT_texts.jsonl)")
     p.add_argument("--captions", type=Path, help="JSONL of texts for a folder source: {id, text, metadata}")
     p.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default %(default)s)")
-    p.add_argument("--api-key", help="API key, when the service requires one")
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get("TUWEN_INGEST_KEY") or None,
+        help="API key, when the service requires one (default: $TUWEN_INGEST_KEY; the environment keeps it "
+        "out of process listings)",
+    )
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight (default %(default)s)")
     p.add_argument(
         "--log", type=Path, help="resumable log of acknowledged items (default: SOURCE.ingested.log)"
