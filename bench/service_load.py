@@ -314,7 +314,8 @@ class CpuMeter:
 
 @contextlib.contextmanager
 def profiled(service: Service, out: Path, enabled: bool):  # type: ignore[no-untyped-def]
-    """py-spy record of the server process (all threads, native frames off) while the block runs."""
+    """py-spy record of the server process while the block runs: samples of the thread holding the GIL,
+    i.e. where its Python CPU time goes (the GIL caps the app's Python work at one core)."""
     if not enabled:
         yield None
         return
@@ -331,9 +332,9 @@ def profiled(service: Service, out: Path, enabled: bool):  # type: ignore[no-unt
             "--output",
             str(out),
             "--rate",
-            "100",
-            "--native",  # ONNX Runtime, gRPC and uvloop are C/C++: see into them
-            "--threads",
+            "200",
+            "--gil",  # only the thread holding the GIL: where the server's Python CPU goes
+            "--nonblocking",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
