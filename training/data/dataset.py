@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from service.preprocessing.image import ImageError, ImageSpec, decode_image, preprocess
 from torch.utils.data import Dataset
 
+from service.preprocessing.image import ImageError, ImageSpec, decode_image, preprocess
 from service.preprocessing.text import ChineseTokenizer
 from training.data.cnclip import LmdbPairs, TsvPairs
 from training.data.jsonl import JsonlPairs

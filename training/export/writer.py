@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from service.preprocessing.image import CLIP_MEAN, CLIP_STD
 
 from service.bundle import (
     FORMAT_VERSION,
@@ -30,6 +29,7 @@ from service.bundle import (
     Verification,
     write_manifest,
 )
+from service.preprocessing.image import CLIP_MEAN, CLIP_STD
 from service.preprocessing.text import ChineseTokenizer
 from training.export import onnx as graphs
 from training.export.verify import (
