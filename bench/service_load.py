@@ -13,9 +13,12 @@ What it does, in order:
 3. measures the bare parts in this process: tokenise + text tower (ONNX Runtime, same bundle, same
    threads) and ``VectorStore.search`` against the service's own Milvus server, one query at a time;
 4. drives ``/search`` (text queries of 4–30 Chinese characters), ``/search`` (a JPEG query image) and
-   ``/embed`` (one text) with an asyncio + httpx client: closed loop at each ``--concurrency`` level for
+   ``/embed`` (one text) from an asyncio client on uvloop: closed loop at each ``--concurrency`` level for
    ``--duration`` seconds after a warm-up, then open loop with Poisson arrivals at ``--rates`` (latency from
-   the scheduled arrival, so a slow server cannot hide queueing: no coordinated omission);
+   the scheduled arrival, so a slow server cannot hide queueing: no coordinated omission). Requests are
+   built and encoded once with httpx; the default client writes them over keep-alive HTTP/1.1 streams
+   itself, because httpx's AsyncClient costs ~3 ms of CPU a request on this machine and became the
+   bottleneck (``--client httpx`` to compare);
 5. prints the tables, the service overhead at concurrency 1 (``/search`` p50 minus bare tower p50 minus
    bare Milvus p50; target <= 5 ms) and the QPS ratio concurrency 32 / 1 (target >= 1.5), and saves JSON
    under ``bench/results/``. ``--profile`` records a py-spy flame graph of the server under concurrency 32.
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import shutil
@@ -164,20 +168,37 @@ class Sample:
     timing: dict[str, float] = field(default_factory=dict)
 
 
-def request_maker(endpoint: str, queries: list[str], images: list[bytes]) -> Callable[[int], dict[str, Any]]:
-    def make(i: int) -> dict[str, Any]:
-        if endpoint == "search-text":
-            return {"url": "/search", "json": {"text": queries[i % len(queries)], "top_k": TOP_K}}
-        if endpoint == "search-image":
-            image = images[i % len(images)]
-            return {
-                "url": "/search",
-                "files": {"image": ("query.jpg", image, "image/jpeg")},
-                "data": {"top_k": str(TOP_K)},
-            }
-        return {"url": "/embed", "json": {"texts": [queries[i % len(queries)]]}}
+@dataclass(frozen=True)
+class Prepared:
+    """One request, encoded once: the load generator must not spend the cores it shares with the server."""
 
-    return make
+    request: httpx.Request
+    wire: bytes  # the HTTP/1.1 bytes the raw client writes
+
+
+def prepare(request: httpx.Request) -> Prepared:
+    body = request.read()
+    target = request.url.raw_path.decode()
+    head = [f"{request.method} {target} HTTP/1.1", *(f"{k}: {v}" for k, v in request.headers.items())]
+    return Prepared(request, ("\r\n".join(head) + "\r\n\r\n").encode() + body)
+
+
+def request_maker(
+    url: str, endpoint: str, queries: list[str], images: list[bytes]
+) -> Callable[[int], Prepared]:
+    """Request ``i`` of an endpoint's mix (queries and images cycle), each variant encoded once."""
+    variants = len(images) if endpoint == "search-image" else len(queries)
+
+    @functools.cache
+    def variant(k: int) -> Prepared:
+        if endpoint == "search-text":
+            return prepare(httpx.Request("POST", f"{url}/search", json={"text": queries[k], "top_k": TOP_K}))
+        if endpoint == "search-image":
+            files = {"image": ("query.jpg", images[k], "image/jpeg")}
+            return prepare(httpx.Request("POST", f"{url}/search", files=files, data={"top_k": str(TOP_K)}))
+        return prepare(httpx.Request("POST", f"{url}/embed", json={"texts": [queries[k]]}))
+
+    return lambda i: variant(i % variants)
 
 
 def _server_timing(header: str | None) -> dict[str, float]:
@@ -189,63 +210,133 @@ def _server_timing(header: str | None) -> dict[str, float]:
     return out
 
 
-async def _send(client: httpx.AsyncClient, kwargs: dict[str, Any], sent: float) -> Sample:
-    try:
-        response = await client.post(**kwargs)
+class RawClient:
+    """HTTP/1.1 keep-alive over asyncio streams, at most ``max_connections`` open. Measured here it costs
+    ~0.05 ms of client CPU a request where httpx's AsyncClient costs ~3 ms (and caps a 2-core run at
+    ~200 QPS by itself), so it is the default; ``--client httpx`` keeps the library client."""
+
+    def __init__(self, url: str, max_connections: int) -> None:
+        parsed = httpx.URL(url)
+        self._host, self._port = parsed.host, parsed.port or 80
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(max_connections)
+
+    async def send(self, prepared: Prepared) -> tuple[int, dict[str, str]]:
+        async with self._slots:
+            reader, writer = (
+                self._idle.pop() if self._idle else await asyncio.open_connection(self._host, self._port)
+            )
+            try:
+                writer.write(prepared.wire)
+                status, headers = await _read_response(reader)
+            except BaseException:
+                writer.close()
+                raise
+            if headers.get("connection", "").lower() == "close":
+                writer.close()
+            else:
+                self._idle.append((reader, writer))
+            return status, headers
+
+    async def aclose(self) -> None:
+        for _, writer in self._idle:
+            writer.close()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ", 2)[1])
+    headers = {}
+    for line in head[1:]:
+        name, sep, value = line.partition(":")
+        if sep:
+            headers[name.strip().lower()] = value.strip()
+    if "content-length" in headers:
+        await reader.readexactly(int(headers["content-length"]))
+    elif headers.get("transfer-encoding", "").lower() == "chunked":
+        while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+            await reader.readexactly(size + 2)
+        await reader.readuntil(b"\r\n")
+    return status, headers
+
+
+class HttpxClient:
+    def __init__(self, url: str, max_connections: int) -> None:
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._client = httpx.AsyncClient(limits=limits, timeout=60)
+
+    async def send(self, prepared: Prepared) -> tuple[int, dict[str, str]]:
+        response = await self._client.send(prepared.request)
         await response.aread()
-        return Sample(
-            sent,
-            time.perf_counter(),
-            response.status_code,
-            _server_timing(response.headers.get("server-timing")),
-        )
-    except httpx.HTTPError:
+        return response.status_code, dict(response.headers)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+CLIENTS = {"raw": RawClient, "httpx": HttpxClient}
+
+
+async def _send(client: RawClient | HttpxClient, prepared: Prepared, sent: float) -> Sample:
+    try:
+        status, headers = await asyncio.wait_for(client.send(prepared), 60)
+        return Sample(sent, time.perf_counter(), status, _server_timing(headers.get("server-timing")))
+    except (OSError, EOFError, ValueError, TimeoutError, asyncio.IncompleteReadError, httpx.HTTPError):
         return Sample(sent, time.perf_counter(), 0)
 
 
 async def closed_loop(
-    url: str, make: Callable[[int], dict[str, Any]], concurrency: int, duration: float, warmup: float
+    client_kind: str,
+    url: str,
+    make: Callable[[int], Prepared],
+    concurrency: int,
+    duration: float,
+    warmup: float,
 ) -> tuple[list[Sample], float, float, int]:
     """``concurrency`` clients, each sending its next request when its last one is answered. Returns the
     measured samples (sent after the warm-up), the measured window and how many requests were sent in all."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        begin = time.perf_counter()
-        start, stop = begin + warmup, begin + warmup + duration
-        samples: list[Sample] = []
-        sent = 0
+    client = CLIENTS[client_kind](url, concurrency)
+    begin = time.perf_counter()
+    start, stop = begin + warmup, begin + warmup + duration
+    samples: list[Sample] = []
+    sent = 0
 
-        async def worker(w: int) -> None:
-            nonlocal sent
-            i = w
-            while (now := time.perf_counter()) < stop:
-                sample = await _send(client, make(i), now)
-                sent += 1
-                if sample.sent >= start:
-                    samples.append(sample)
-                i += concurrency
+    async def worker(w: int) -> None:
+        nonlocal sent
+        i = w
+        while (now := time.perf_counter()) < stop:
+            sample = await _send(client, make(i), now)
+            sent += 1
+            if sample.sent >= start:
+                samples.append(sample)
+            i += concurrency
 
+    try:
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    finally:
+        await client.aclose()
     return samples, start, stop, sent
 
 
 async def open_loop(
+    client_kind: str,
     url: str,
-    make: Callable[[int], dict[str, Any]],
+    make: Callable[[int], Prepared],
     rate: float,
     duration: float,
     max_in_flight: int,
     seed: int,
 ) -> tuple[list[Sample], float, float]:
+    """Poisson arrivals at ``rate``/s whatever the server does; latency counts from the scheduled arrival."""
     rng = random.Random(seed)
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
-        start = time.perf_counter() + 0.2
-        arrivals, t = [], 0.0
-        while (t := t + rng.expovariate(rate)) < duration:
-            arrivals.append(start + t)
-        samples: list[Sample] = []
-        tasks: set[asyncio.Task[Sample]] = set()
+    client = CLIENTS[client_kind](url, max_in_flight)
+    start = time.perf_counter() + 0.2
+    arrivals, t = [], 0.0
+    while (t := t + rng.expovariate(rate)) < duration:
+        arrivals.append(start + t)
+    samples: list[Sample] = []
+    tasks: set[asyncio.Task[Sample]] = set()
+    try:
         for i, at in enumerate(arrivals):
             delay = at - time.perf_counter()
             if delay > 0:
@@ -258,7 +349,19 @@ async def open_loop(
             task.add_done_callback(lambda t: (tasks.discard(t), samples.append(t.result())))
         while tasks:
             await asyncio.gather(*list(tasks))
+    finally:
+        await client.aclose()
     return samples, start, start + duration
+
+
+def run_client(coro):  # type: ignore[no-untyped-def]
+    """Run the client on uvloop when present: the client shares the cores with the server, so its own
+    CPU per request is kept low (httpx still costs a few ms per request; see the cpu_client_ms column)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 def summarise(samples: list[Sample], start: float, stop: float) -> dict[str, Any]:
@@ -371,6 +474,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "populate": populated,
         "settings": env,
         "duration_s": args.duration,
+        "client": args.client,
         "machine": machine(),
         "closed_loop": [],
         "open_loop": [],
@@ -380,13 +484,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["bare"] = bare_parts(bundle, data_dir, queries[: args.bare_queries], threads)
         cpu = CpuMeter(service, data_dir)
         for endpoint in args.endpoints:
-            make = request_maker(endpoint, queries, images)
+            make = request_maker(service.url, endpoint, queries, images)
             for c in args.concurrency:
                 profile_out = RESULTS / f"profile-{args.arch}-{endpoint}-c{c}.txt"
                 cpu.start()
                 with profiled(service, profile_out, args.profile and c == 32 and endpoint == "search-text"):
-                    samples, start, stop, sent = asyncio.run(
-                        closed_loop(service.url, make, c, args.duration, args.warmup)
+                    samples, start, stop, sent = run_client(
+                        closed_loop(args.client, service.url, make, c, args.duration, args.warmup)
                     )
                 row = {"endpoint": endpoint, "concurrency": c, **summarise(samples, start, stop)}
                 row |= {f"cpu_{k}_ms": v for k, v in cpu.per_request_ms(sent).items()}
@@ -402,8 +506,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         for fraction in args.rates:
             rate = fraction * base["qps"] if base else fraction
-            make = request_maker("search-text", queries, images)
-            samples, start, stop = asyncio.run(open_loop(service.url, make, rate, args.duration, 512, seed=3))
+            make = request_maker(service.url, "search-text", queries, images)
+            samples, start, stop = run_client(
+                open_loop(args.client, service.url, make, rate, args.duration, 512, seed=3)
+            )
             row = {
                 "endpoint": "search-text",
                 "rate": rate,
@@ -484,6 +590,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--bare-queries", type=int, default=200, help="queries for the bare-part timings")
     p.add_argument("--image-size", type=int, default=224, help="side of the JPEG query images")
     p.add_argument("--set", action="append", default=[], metavar="TUWEN_X=V", help="service setting")
+    p.add_argument("--client", choices=sorted(CLIENTS), default="raw", help="load generator's HTTP client")
     p.add_argument("--profile", action="store_true", help="py-spy the server under search-text c=32")
     p.add_argument("--out", type=Path, help="JSON path (default: bench/results/service_load-<time>.json)")
     args = p.parse_args(argv)
