@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from service.cli import CommandError
@@ -41,6 +42,9 @@ def run(args: argparse.Namespace) -> int:
             f"no model bundle at {settings.bundle}: run `make demo-model` or `tuwen export ... --out DIR` "
             "and point TUWEN_BUNDLE at it"
         )
+    # pymilvus logs a full traceback for every failed call while Milvus is down; the API already logs one
+    # line per outage ("Milvus unavailable: ...") and counts tuwen_milvus_errors_total, so keep only its worst.
+    logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
     # One worker: the batchers and an embedded Milvus belong to one process.
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
     return 0
