@@ -308,8 +308,8 @@ async def closed_loop(
     duration: float,
     warmup: float,
 ) -> tuple[list[Sample], float, float, int]:
-    """``concurrency`` clients, each sending its next request when its last one is answered. Returns the
-    measured samples (sent after the warm-up), the measured window and how many requests were sent in all."""
+    """``concurrency`` clients, each sending its next request when its last one is answered. Returns every
+    sample, the measured window (after the warm-up) and how many requests were sent in all."""
     client = CLIENTS[client_kind](url, concurrency)
     begin = time.perf_counter()
     start, stop = begin + warmup, begin + warmup + duration
@@ -320,10 +320,8 @@ async def closed_loop(
         nonlocal sent
         i = w
         while (now := time.perf_counter()) < stop:
-            sample = await _send(client, make(i), now)
+            samples.append(await _send(client, make(i), now))  # warm-up ones too: they may end in the window
             sent += 1
-            if sample.sent >= start:
-                samples.append(sample)
             i += concurrency
 
     try:
@@ -380,8 +378,10 @@ def run_client(coro):  # type: ignore[no-untyped-def]
 
 
 def summarise(samples: list[Sample], start: float, stop: float) -> dict[str, Any]:
+    """QPS: answers completed inside the window; latency and errors: requests sent inside it."""
+    completed = [s for s in samples if s.status == 200 and start <= s.done <= stop]
+    samples = [s for s in samples if s.sent >= start]
     ok = [s for s in samples if s.status == 200]
-    completed = [s for s in ok if start <= s.done <= stop]
     span = stop - start
     row: dict[str, Any] = {
         "requests": len(samples),
