@@ -88,7 +88,11 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
 
     bundle = Bundle.load(settings.bundle)
     towers = load_towers(
-        bundle, backend=settings.backend, precision=settings.precision, threads=settings.intra_op_threads
+        bundle,
+        backend=settings.backend,
+        precision=settings.precision,
+        threads=settings.intra_op_threads,
+        engine_cache_dir=settings.engine_cache_dir,
     )
     towers.warmup()
     log.info(

@@ -61,6 +61,11 @@ class Verification(_Strict):
 
 class EngineFile(_Strict):
     path: str = Field(description="relative to the bundle root")
+    data_files: list[str] = Field(
+        default_factory=list,
+        description="external tensor data the graph loads, relative to the bundle root "
+        "(graphs over protobuf's 2 GB limit)",
+    )
     verification: Verification | None = None
 
 
@@ -95,7 +100,8 @@ class Manifest(_Strict):
     def referenced_files(self) -> list[str]:
         """Every file the manifest points at (the ones that must be hashed)."""
         paths = [self.text.vocab_file]
-        paths += [f.path for by_precision in self.towers.values() for f in by_precision.values()]
+        graphs = [f for by_precision in self.towers.values() for f in by_precision.values()]
+        paths += [path for f in graphs for path in (f.path, *f.data_files)]
         paths += [f.path for engines in self.tensorrt.values() for f in engines.towers.values()]
         return sorted(set(paths))
 

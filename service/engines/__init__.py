@@ -1,17 +1,23 @@
 """Inference engines for a model bundle's two towers, and the choice between them.
 
-``load_towers`` picks by what the machine has: the bundle's TensorRT engines for this GPU if they exist
-and TensorRT is installed, else ONNX Runtime (CUDA/TensorRT providers where present, otherwise CPU).
+``load_towers`` picks by what the machine has: TensorRT engines built for this GPU and this bundle (in
+the engine cache or the bundle's ``trt/``) if TensorRT is installed, else ONNX Runtime (CUDA/TensorRT
+providers where present, otherwise CPU).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
 
 from service.bundle import Bundle, BundleError, Precision
+from service.engines.cache import CachedEngines, bundle_identity, find_engines, search_roots
+
+log = logging.getLogger(__name__)
 
 Backend = Literal["auto", "onnxruntime", "tensorrt"]
 
@@ -44,42 +50,59 @@ def load_towers(
     backend: Backend = "auto",
     precision: Precision | Literal["auto"] = "auto",
     threads: int | None = None,
+    engine_cache_dir: Path | None = None,
 ) -> Towers:
-    if backend == "tensorrt" or (backend == "auto" and _tensorrt_target(bundle) is not None):
-        return _load_tensorrt(bundle)
-    if backend not in ("auto", "onnxruntime"):
+    """The two towers on ``backend``; ``engine_cache_dir`` is searched for TensorRT engines before the
+    bundle's own ``trt/`` (see :mod:`service.engines.cache`)."""
+    if backend not in ("auto", "onnxruntime", "tensorrt"):
         raise ValueError(f"unknown backend {backend!r}; use auto, onnxruntime or tensorrt")
+    if backend == "tensorrt":
+        return _load_tensorrt(bundle, _find_tensorrt_engines(bundle, precision, engine_cache_dir))
+    if backend == "auto" and precision != "int8":  # int8 graphs are for ONNX Runtime on CPUs
+        from service.engines.tensorrt import TensorRTUnavailable
+
+        try:
+            engines = _find_tensorrt_engines(bundle, precision, engine_cache_dir)
+        except TensorRTUnavailable:
+            pass  # no TensorRT or no GPU: ONNX Runtime is the expected backend, nothing to report
+        except BundleError as exc:
+            log.warning("not using TensorRT engines, falling back to ONNX Runtime: %s", exc)
+        else:
+            return _load_tensorrt(bundle, engines)
     return _load_onnxruntime(bundle, precision, threads)
 
 
-def _tensorrt_target(bundle: Bundle) -> str | None:
-    """The bundle's engine directory for this GPU and TensorRT, or None when either is missing."""
-    from service.engines.tensorrt import TensorRTUnavailable, engine_target
+def _find_tensorrt_engines(
+    bundle: Bundle, precision: Precision | Literal["auto"], engine_cache_dir: Path | None
+) -> CachedEngines:
+    """Valid engines for this GPU, TensorRT and bundle; raises TensorRTUnavailable or BundleError."""
+    from service.engines.tensorrt import engine_target
 
-    try:
-        target = engine_target()
-    except TensorRTUnavailable:
-        return None
-    return target if bundle.tensorrt_engines(target) is not None else None
-
-
-def _load_tensorrt(bundle: Bundle) -> Towers:
-    from service.engines.tensorrt import PlanImageEngine, PlanTextEngine, engine_target
-
+    if precision not in ("auto", "fp32", "fp16"):
+        raise BundleError(f"TensorRT engines are built in fp32 or fp16, not {precision}")
     target = engine_target()
-    engines = bundle.tensorrt_engines(target)
-    if engines is None:
-        built = ", ".join(bundle.manifest.tensorrt) or "none"
+    roots = search_roots(bundle, engine_cache_dir)
+    wanted = None if precision == "auto" else precision
+    found, refused = find_engines(roots, target, bundle_identity(bundle), precision=wanted)
+    if found is None:
+        reasons = "; ".join(refused)
         raise BundleError(
-            f"bundle {bundle.root} has no TensorRT engines for {target} (it has: {built}); "
-            f"run `tuwen build-engines {bundle.root}` on this machine"
+            f"no usable TensorRT engines for {bundle.model_name} on {target} ({reasons}); "
+            f"run `tuwen build-engines {bundle.root} --cache-dir {roots[0]}` on this machine"
         )
+    return found
+
+
+def _load_tensorrt(bundle: Bundle, engines: CachedEngines) -> Towers:
+    from service.engines.tensorrt import PlanImageEngine, PlanTextEngine
+
+    record = engines.record
     return Towers(
-        text=PlanTextEngine(bundle.root / engines.towers["text"].path),
-        image=PlanImageEngine(bundle.root / engines.towers["image"].path),
+        text=PlanTextEngine(engines.plan("text")),
+        image=PlanImageEngine(engines.plan("image")),
         backend="tensorrt",
-        providers=[f"TensorRT {engines.tensorrt_version} on {engines.gpu}"],
-        precision=engines.precision,
+        providers=[f"TensorRT {record.tensorrt_version} on {record.gpu}"],
+        precision=record.precision,
         image_size=bundle.manifest.image.size,
     )
 

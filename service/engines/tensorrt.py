@@ -1,8 +1,9 @@
 """Native TensorRT backend: runs the serialized ``.plan`` engines that `tuwen build-engines` wrote.
 
-Device memory and the stream come from NVIDIA's ``cuda-python`` (``cuda.bindings.runtime``), as in the
-TensorRT Python samples, so the service still never imports torch. Buffers are allocated per call: the
-engines are built for batches up to ``max_batch`` and shapes change from call to call.
+Device memory and the stream come from NVIDIA's ``cuda-python`` (``cuda.bindings.runtime``, or
+``cuda.cudart`` before 12.6.1), as in the TensorRT Python samples, so the service still never imports
+torch. Buffers are allocated per call: the engines are built for batches up to ``max_batch`` and shapes
+change from call to call.
 """
 
 from __future__ import annotations
@@ -32,10 +33,16 @@ def import_tensorrt() -> ModuleType:
 
 
 def _cudart() -> Any:
+    # cuda-python 12.6.1 moved the runtime API to cuda.bindings.runtime; 13.0 removed the old cuda.cudart
     try:
         from cuda.bindings import runtime as cudart
-    except ImportError as exc:
-        raise TensorRTUnavailable("cuda-python is not installed (pip install cuda-python)") from exc
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError as exc:
+            raise TensorRTUnavailable(
+                "cuda-python is not installed (pip install 'tuwen[gpu]' or pip install cuda-python)"
+            ) from exc
     return cudart
 
 

@@ -29,8 +29,15 @@ def register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def register_build_engines(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser("build-engines", help="build TensorRT engines for this GPU into a bundle")
-    p.add_argument("bundle", type=Path, help="bundle directory written by `tuwen export`")
+    p = subparsers.add_parser(
+        "build-engines", help="build TensorRT engines for this GPU (kept if already built)"
+    )
+    p.add_argument("bundle", type=Path, help="bundle directory written by `tuwen export` (not modified)")
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="engine cache directory (default: $TUWEN_ENGINE_CACHE_DIR, else the bundle's trt/ if writable)",
+    )
     p.add_argument(
         "--max-batch", type=int, default=256, help="largest batch the engines accept (default 256)"
     )
@@ -62,13 +69,25 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_build_engines(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from service.bundle import Bundle, BundleError
+    from service.config import Settings
+    from service.engines.cache import EngineCacheError, build_root
     from training.export.tensorrt_build import EngineBuildError, build_engines
 
     try:
+        configured = args.cache_dir or Settings().engine_cache_dir
+    except ValidationError as exc:
+        raise CommandError(f"invalid TUWEN_* settings: {exc}") from exc
+    try:
         bundle = Bundle.load(args.bundle)
-        target = build_engines(bundle, max_batch=args.max_batch, fp16=args.fp16)
-    except (BundleError, EngineBuildError) as exc:
+        cache_dir = build_root(bundle.root, configured)
+        result = build_engines(bundle, cache_dir, max_batch=args.max_batch, fp16=args.fp16)
+    except (BundleError, EngineBuildError, EngineCacheError) as exc:
         raise CommandError(str(exc), exit_code=1) from exc
-    print(f"wrote TensorRT engines to {args.bundle / 'trt' / target}")
+    if result.built:
+        print(f"wrote TensorRT engines to {result.directory}")
+    else:
+        print(f"TensorRT engines in {result.directory} are up to date for this bundle; nothing to build")
     return 0

@@ -1,16 +1,28 @@
 """Build TensorRT engines from a bundle's fp32 ONNX graphs, with the documented TensorRT Python API.
 
 Engines are tied to one GPU model and one TensorRT version, so they go under
-``trt/<gpu-name>-trt<version>/`` and the manifest records them per target. Each engine is checked against
-ONNX Runtime fp32 on the export's sample shapes before it is recorded; nothing is written where there is
-no CUDA GPU or no TensorRT.
+``<cache>/<gpu-name>-trt<version>/`` with an ``engines.json`` (see :mod:`service.engines.cache`); the
+bundle, often mounted read-only, is not modified. Each engine is checked against ONNX Runtime fp32 on
+sample shapes before it is recorded; nothing is written where there is no CUDA GPU or no TensorRT.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from service.bundle import Bundle, EngineFile, TensorRTEngines, Tower, write_manifest
+from service.bundle import TOWERS, Bundle, Tower
+from service.engines.cache import (
+    EnginePrecision,
+    EngineRecord,
+    PlanFile,
+    StaleEngines,
+    bundle_identity,
+    check_engines,
+    invalidate,
+    plan_file,
+    write_record,
+)
 from service.engines.tensorrt import (
     PlanEngine,
     TensorRTUnavailable,
@@ -64,16 +76,33 @@ def build_plan(onnx_path: Path, shapes: dict[str, tuple[tuple[int, ...], ...]], 
     return bytes(plan)
 
 
-def build_engines(bundle: Bundle, *, max_batch: int = 256, fp16: bool = False) -> str:
-    """Build, verify and record engines for the GPU this runs on; returns the target directory name."""
+@dataclass(frozen=True)
+class BuildResult:
+    directory: Path
+    built: bool  # False: valid engines were already there and were kept
+
+
+def build_engines(
+    bundle: Bundle, cache_dir: Path, *, max_batch: int = 256, fp16: bool = False
+) -> BuildResult:
+    """Build and verify engines for this GPU under ``cache_dir/<gpu>-trt<version>/``, unless valid ones
+    for this bundle, precision and a batch at least ``max_batch`` are already there. The bundle itself is
+    never written."""
     try:
         trt = import_tensorrt()
         gpu = cuda_device_name()
     except TensorRTUnavailable as exc:
         raise EngineBuildError(str(exc)) from exc
-    target = target_name(gpu, trt.__version__)
-    out_dir = bundle.root / "trt" / target
+    out_dir = Path(cache_dir) / target_name(gpu, trt.__version__)
+    identity = bundle_identity(bundle)
+    precision: EnginePrecision = "fp16" if fp16 else "fp32"
+    try:
+        check_engines(out_dir, identity, precision=precision, min_batch=max_batch)
+        return BuildResult(out_dir, built=False)
+    except StaleEngines:
+        pass
     out_dir.mkdir(parents=True, exist_ok=True)
+    invalidate(out_dir)
     manifest = bundle.manifest
     cases = {
         "image": image_cases(manifest.image.size, (1, 7, min(max_batch, 64))),
@@ -81,8 +110,8 @@ def build_engines(bundle: Bundle, *, max_batch: int = 256, fp16: bool = False) -
             manifest.text.context_length, bundle.tokenizer().vocab_size, (1, 7, min(max_batch, 64))
         ),
     }
-    files: dict[Tower, EngineFile] = {}
-    for tower in ("image", "text"):
+    plans: dict[Tower, PlanFile] = {}
+    for tower in TOWERS:
         onnx_path = bundle.file(tower, "fp32")
         plan_path = out_dir / f"{tower}.plan"
         plan_path.write_bytes(build_plan(onnx_path, _profile_shapes(bundle, tower, max_batch), fp16=fp16))
@@ -94,16 +123,15 @@ def build_engines(bundle: Bundle, *, max_batch: int = 256, fp16: bool = False) -
             reference_name="onnxruntime fp32",
             threshold=FP16_THRESHOLD if fp16 else FP32_THRESHOLD,
         )
-        require(check, str(plan_path.relative_to(bundle.root)))
-        files[tower] = EngineFile(path=str(plan_path.relative_to(bundle.root)), verification=check)
-    engines = TensorRTEngines(
+        require(check, str(plan_path))
+        plans[tower] = plan_file(out_dir, plan_path.name, check)
+    record = EngineRecord(
+        bundle=identity,
         gpu=gpu,
         tensorrt_version=trt.__version__,
-        precision="fp16" if fp16 else "fp32",
+        precision=precision,
         max_batch=max_batch,
-        towers=files,
+        towers=plans,
     )
-    write_manifest(
-        bundle.root, manifest.model_copy(update={"tensorrt": {**manifest.tensorrt, target: engines}})
-    )
-    return target
+    write_record(out_dir, record)
+    return BuildResult(out_dir, built=True)
