@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from bundles import make_tiny_bundle
 
-from service.bundle import Bundle
+from service.bundle import Bundle, sha256_of
 from service.cli import main
 from training.checkpoints import save_hf_directory
 from training.export import writer
@@ -151,3 +151,44 @@ def test_cli_exports_a_hugging_face_directory(tmp_path: Path) -> None:
     ids, mask = pad_ids([[101, 2769, 4263, 102], [101, 102]])
     got = cpu_session(bundle.file("text")).run(None, {"input_ids": ids, "attention_mask": mask})[0]
     assert row_cosines(_torch_text(model, ids, mask), got).min() >= 0.99999
+
+
+def test_small_graphs_keep_their_weights_inline(exported: tuple[torch.nn.Module, Bundle]) -> None:
+    _, bundle = exported
+    assert all(f.data_files == [] for by in bundle.manifest.towers.values() for f in by.values())
+    assert not list(bundle.root.glob("*.data"))
+
+
+def test_graphs_over_the_size_limit_keep_hashed_external_data(tmp_path: Path) -> None:
+    """The > 2 GB path (ViT-H-14's fp32 image tower), forced on a tiny model by a zero-byte limit."""
+    from service.bundle import BundleError
+    from service.engines import load_towers
+
+    torch.manual_seed(5)
+    model = build_model("tiny-vit").eval()
+    root = tmp_path / "bundle"
+    options = writer.ExportOptions(fp16=True, int8=True, batches=(1, 3), external_data_bytes=0)
+    writer.export_bundle(model, root, provenance={"source": "random"}, options=options, log=lambda _: None)
+    bundle = Bundle.load(root)
+    for tower, by_precision in bundle.manifest.towers.items():
+        for precision, entry in by_precision.items():
+            assert entry.data_files == [f"{entry.path}.data"], (tower, precision)
+            data = root / entry.data_files[0]
+            assert data.stat().st_size > (root / entry.path).stat().st_size  # the weights are there
+            assert bundle.manifest.files[entry.data_files[0]] == sha256_of(data)
+            assert entry.verification.min_cosine >= writer.THRESHOLDS[precision]
+
+    # ONNX Runtime reads the weights through the bundle and reproduces PyTorch
+    towers = load_towers(bundle, backend="onnxruntime", precision="fp32", threads=1)
+    pixels = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    assert row_cosines(towers.image.embed(pixels), _torch_image(model, pixels)).min() >= 0.99999
+    ids, mask = bundle.tokenizer().pad(bundle.tokenizer().encode(["一只猫", "雪山"]))
+    assert row_cosines(towers.text.embed(ids, mask), _torch_text(model, ids, mask)).min() >= 0.99999
+
+    data = root / "image.onnx.data"
+    data.write_bytes(data.read_bytes()[:-4] + b"\0\0\0\1")
+    with pytest.raises(BundleError, match=r"image\.onnx\.data does not match the sha256"):
+        Bundle.load(root)
+    data.unlink()
+    with pytest.raises(BundleError, match=r"image\.onnx\.data is missing"):
+        Bundle.load(root)

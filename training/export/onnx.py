@@ -11,11 +11,15 @@ from pathlib import Path
 import onnx
 import torch
 import torch.nn.functional as F
+from onnx.external_data_helper import uses_external_data
 from torch import nn
 from torch.export import Dim
 
 OPSET = 18
 MAX_BATCH = 4096  # an upper bound the exporter needs; engines pick their own (build-engines --max-batch)
+# protobuf cannot serialise a message over 2 GiB (ViT-H-14's fp32 image tower is larger): graphs whose
+# weights pass this size keep them in a `<graph>.data` file beside the graph; the margin is for the graph
+EXTERNAL_DATA_BYTES = 1_500_000_000
 
 # Kept in fp32 by the fp16 conversion: reductions and exponentials overflow or lose all precision in
 # half (LayerNorm variance, Softmax sums, the final L2 norm). ONNX Runtime inserts the casts around them.
@@ -98,7 +102,45 @@ def export_text_tower(model: nn.Module, context_length: int, path: Path) -> None
     )
 
 
-def optimize_offline(src: Path, dst: Path) -> None:
+def external_data_name(graph: Path) -> str:
+    return f"{graph.name}.data"
+
+
+def external_data_files(graph: Path) -> list[str]:
+    """The external data files a saved graph reads, relative to its directory (none for inline weights)."""
+    model = onnx.load(str(graph), load_external_data=False)
+    tensors = [*model.graph.initializer]
+    tensors += [attr.t for node in model.graph.node for attr in node.attribute if attr.HasField("t")]
+    locations = {
+        entry.value
+        for tensor in tensors
+        if uses_external_data(tensor)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return sorted(locations)
+
+
+def graph_bytes(graph: Path) -> int:
+    """The size of a saved graph with its external data."""
+    return graph.stat().st_size + sum((graph.parent / f).stat().st_size for f in external_data_files(graph))
+
+
+def _clear(dst: Path) -> None:
+    """Remove an earlier export's graph and data file: ONNX Runtime's writer may append to a data file."""
+    dst.unlink(missing_ok=True)
+    (dst.parent / external_data_name(dst)).unlink(missing_ok=True)
+
+
+def save_graph(model: onnx.ModelProto, dst: Path, *, external_data: bool) -> None:
+    _clear(dst)
+    if external_data:
+        onnx.save(model, str(dst), save_as_external_data=True, location=external_data_name(dst))
+    else:
+        onnx.save(model, str(dst))
+
+
+def optimize_offline(src: Path, dst: Path, *, external_data: bool = False) -> None:
     """Save ONNX Runtime's graph optimisations (constant folding, LayerNorm/GELU/MatMul+Add fusions).
 
     The basic level only emits standard ONNX ops, so the saved graph stays portable (CPU, CUDA, the
@@ -110,27 +152,36 @@ def optimize_offline(src: Path, dst: Path) -> None:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     options.optimized_model_filepath = str(dst)
+    if external_data:
+        _clear(dst)
+        name = external_data_name(dst)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", name)
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
     ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
 
 
-def convert_fp16(src: Path, dst: Path) -> None:
+def convert_fp16(src: Path, dst: Path, *, external_data: bool = False) -> None:
     """Half-precision weights and compute, float32 inputs/outputs, numerically delicate ops kept in fp32."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     model = convert_float_to_float16(
         onnx.load(str(src)), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32_OPS]
     )
-    onnx.save(model, str(dst))
+    save_graph(model, dst, external_data=external_data)
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
+def quantize_int8(src: Path, dst: Path, *, external_data: bool = False) -> None:
     """Dynamic int8 quantisation of the matrix products (weights per channel; activations per batch)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    _clear(dst)
     quantize_dynamic(
         str(src),
         str(dst),
         weight_type=QuantType.QInt8,
         per_channel=True,
         op_types_to_quantize=["MatMul", "Gemm"],
+        use_external_data_format=external_data,  # writes `<dst>.data`, like save_graph
     )

@@ -55,6 +55,8 @@ class ExportOptions:
     batches: tuple[int, ...] = (1, 7)
     text_lengths: tuple[int, ...] = (1, 5, 52)
     seed: int = 0
+    # towers whose fp32 graph is larger keep their weights in external `<graph>.data` files (all precisions)
+    external_data_bytes: int = graphs.EXTERNAL_DATA_BYTES
 
 
 def file_name(tower: Tower, precision: Precision) -> str:
@@ -120,13 +122,14 @@ def export_bundle(
 
         for tower in ("image", "text"):
             fp32 = out_dir / file_name(tower, "fp32")
-            graphs.optimize_offline(raw[tower], fp32)
+            external = graphs.graph_bytes(raw[tower]) > options.external_data_bytes
+            graphs.optimize_offline(raw[tower], fp32, external_data=external)
             for precision in precisions:
                 path = out_dir / file_name(tower, precision)
                 if precision == "fp16":
-                    graphs.convert_fp16(fp32, path)
+                    graphs.convert_fp16(fp32, path, external_data=external)
                 elif precision == "int8":
-                    graphs.quantize_int8(fp32, path)
+                    graphs.quantize_int8(fp32, path, external_data=external)
                 check = compare(
                     cases[tower],
                     reference,
@@ -137,7 +140,9 @@ def export_bundle(
                 log(
                     f"  {path.name}: min cosine {check.min_cosine:.6f}, max abs diff {check.max_abs_diff:.3g}"
                 )
-                towers[tower][precision] = EngineFile(path=path.name, verification=check)
+                towers[tower][precision] = EngineFile(
+                    path=path.name, data_files=graphs.external_data_files(path), verification=check
+                )
                 try:
                     require(check, path.name)
                 except VerificationFailed as exc:
