@@ -5,25 +5,18 @@ embeddings are what an exported bundle must reproduce."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from service.engines.embed_bundle import EmbedResult
 from service.preprocessing.image import CLIP_MEAN, CLIP_STD, ImageSpec, decode_image, preprocess
 from service.preprocessing.text import ChineseTokenizer
 from training.checkpoints import load_checkpoint
 from training.models import CLIP
 
 BATCH_SIZE = 32  # bounds memory for long input lists; results do not depend on it
-
-
-@dataclass(frozen=True)
-class EmbedResult:
-    model: str
-    dim: int
-    embeddings: list[list[float]]
 
 
 def embed_with_checkpoint(

@@ -12,15 +12,9 @@ import json
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Protocol
 
 from service.cli import CommandError
-
-
-class EmbedResult(Protocol):
-    model: str
-    dim: int
-    embeddings: list[list[float]]
+from service.engines.embed_bundle import EmbedResult
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

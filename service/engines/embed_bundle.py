@@ -12,6 +12,8 @@ from service.engines import load_towers
 
 @dataclass(frozen=True)
 class EmbedResult:
+    """What `tuwen embed` prints, from a bundle here or a checkpoint (training.embedding)."""
+
     model: str
     dim: int
     embeddings: list[list[float]]

@@ -8,10 +8,11 @@ from typing import Any
 
 import torch
 
+from service.bundle import sha256_of
 from training.checkpoints.detect import detect_arch
 from training.checkpoints.hf_directory import check_hf_structure, read_hf_directory, weights_file
 from training.checkpoints.hf_mapping import from_hf_state_dict
-from training.checkpoints.state_dicts import CheckpointError, load_strict, read_weights, sha256, strip_prefix
+from training.checkpoints.state_dicts import CheckpointError, load_strict, read_weights, strip_prefix
 from training.models import CLIP, build_model, list_models, load_model_config
 
 # what official / Tuwen training checkpoints carry beside the weights, kept as provenance
@@ -51,7 +52,7 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> LoadedModel:
     with torch.device("meta"):  # no random init: every tensor comes from the file
         model = build_model(arch)
     load_strict(model, state_dict, what=f"checkpoint {path} as {arch}", hint=lambda: _arch_hint(state_dict))
-    provenance = {**record, "path": str(path.resolve()), "sha256": sha256(weights), "arch": arch}
+    provenance = {**record, "path": str(path.resolve()), "sha256": sha256_of(weights), "arch": arch}
     return LoadedModel(model=model.eval(), provenance=provenance)
 
 

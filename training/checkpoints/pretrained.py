@@ -9,8 +9,9 @@ from typing import Any
 
 import torch
 
+from service.bundle import sha256_of
 from training.checkpoints.hf_directory import weights_file
-from training.checkpoints.state_dicts import CheckpointError, load_strict, read_weights, sha256, strip_prefix
+from training.checkpoints.state_dicts import CheckpointError, load_strict, read_weights, strip_prefix
 from training.models import CLIP
 
 _BERT_IGNORED = ("pooler.", "cls.")  # pretraining heads; Chinese-CLIP uses neither
@@ -32,7 +33,7 @@ def load_openai_visual(model: CLIP, path: str | Path) -> dict[str, Any]:
         what=f"image tower of {path} (keys without 'visual.') for {model.config.name}",
         hint="Use the OpenAI CLIP checkpoint of the same image tower (e.g. ViT-B/16 for ViT-B-16).",
     )
-    return {"format": "openai-clip-visual", "path": str(path.resolve()), "sha256": sha256(path)}
+    return {"format": "openai-clip-visual", "path": str(path.resolve()), "sha256": sha256_of(path)}
 
 
 def load_hf_bert(model: CLIP, path: str | Path) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def load_hf_bert(model: CLIP, path: str | Path) -> dict[str, Any]:
         what=f"BERT weights of {file} for {model.config.name}'s text tower",
         hint="Use the BERT matching the text tower (RBT3 for RN50, RoBERTa-wwm-ext base/large for the ViTs).",
     )
-    return {"format": "huggingface-bert", "path": str(file.resolve()), "sha256": sha256(file)}
+    return {"format": "huggingface-bert", "path": str(file.resolve()), "sha256": sha256_of(file)}
 
 
 def _rename_layer_norm(key: str) -> str:

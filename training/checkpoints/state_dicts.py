@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 import zipfile
 from collections.abc import Callable, Mapping
@@ -106,11 +105,3 @@ def read_weights(path: Path) -> Any:
             f"cannot read checkpoint {path}: {first_line.rstrip('.')}. "
             "Is the file complete (re-download it) and a PyTorch .pt/.bin or .safetensors file?"
         ) from error
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
