@@ -253,6 +253,19 @@ def test_build_root_defaults_to_the_bundle_only_when_it_is_writable(
     assert cache.build_root(tmp_path, tmp_path / "cache") == tmp_path / "cache"
 
 
+def test_build_engines_on_a_read_only_bundle_asks_for_a_cache_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.engines import cache
+
+    bundle = _cache_bundle(tmp_path / "bundle")
+    monkeypatch.delenv("TUWEN_ENGINE_CACHE_DIR", raising=False)
+    monkeypatch.setattr(cache.os, "access", lambda path, mode: False)  # as on a read-only mount
+    assert main(["build-engines", str(bundle.root), "--fp16"]) == 1
+    assert "read-only" in capsys.readouterr().err
+    assert not (bundle.root / "trt").exists()
+
+
 class _RecordedPlan:
     """Stands in for PlanTextEngine/PlanImageEngine (which need TensorRT and a GPU): records the path."""
 

@@ -75,6 +75,7 @@ def run_build_engines(args: argparse.Namespace) -> int:
     from service.config import Settings
     from service.engines.cache import EngineCacheError, build_root
     from training.export.tensorrt_build import EngineBuildError, build_engines
+    from training.export.verify import VerificationFailed
 
     try:
         configured = args.cache_dir or Settings().engine_cache_dir
@@ -84,7 +85,7 @@ def run_build_engines(args: argparse.Namespace) -> int:
         bundle = Bundle.load(args.bundle)
         cache_dir = build_root(bundle.root, configured)
         result = build_engines(bundle, cache_dir, max_batch=args.max_batch, fp16=args.fp16)
-    except (BundleError, EngineBuildError, EngineCacheError) as exc:
+    except (BundleError, EngineBuildError, EngineCacheError, VerificationFailed) as exc:
         raise CommandError(str(exc), exit_code=1) from exc
     if result.built:
         print(f"wrote TensorRT engines to {result.directory}")
