@@ -16,6 +16,7 @@ import numpy as np
 
 from service.bundle import Bundle, BundleError, Precision
 from service.engines.cache import CachedEngines, bundle_identity, find_engines, search_roots
+from service.engines.length_groups import LengthGroupedText
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def _load_tensorrt(bundle: Bundle, engines: CachedEngines) -> Towers:
 
     record = engines.record
     return Towers(
-        text=PlanTextEngine(engines.plan("text")),
+        text=LengthGroupedText(PlanTextEngine(engines.plan("text"))),
         image=PlanImageEngine(engines.plan("image")),
         backend="tensorrt",
         providers=[f"TensorRT {record.tensorrt_version} on {record.gpu}"],
@@ -119,7 +120,7 @@ def _load_onnxruntime(bundle: Bundle, precision: Precision | Literal["auto"], th
     text = OrtSession(bundle.file("text", precision), **options)
     image = OrtSession(bundle.file("image", precision), **options)
     return Towers(
-        text=OrtTextEngine(text),
+        text=LengthGroupedText(OrtTextEngine(text)),
         image=OrtImageEngine(image),
         backend="onnxruntime",
         providers=list(dict.fromkeys(text.providers + image.providers)),

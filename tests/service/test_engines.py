@@ -293,7 +293,7 @@ def test_load_towers_takes_valid_cached_engines_and_refuses_stale_ones(tmp_path:
     towers = load_towers(bundle, backend="tensorrt", engine_cache_dir=cache_dir)
     assert towers.backend == "tensorrt" and towers.precision == "fp16"
     assert towers.providers == ["TensorRT 10.9.0 on NVIDIA H100 80GB HBM3"]
-    assert towers.text.plan_path == cache_dir / TARGET / "text.plan"
+    assert towers.text.engine.plan_path == cache_dir / TARGET / "text.plan"  # inside LengthGroupedText
     assert towers.image.plan_path == cache_dir / TARGET / "image.plan"
 
     with pytest.raises(BundleError, match="holds fp16 engines, not fp32"):
@@ -315,3 +315,21 @@ def test_auto_falls_back_to_onnxruntime_when_cached_engines_are_stale(
     towers = load_towers(bundle, backend="auto", threads=1, engine_cache_dir=tmp_path / "cache")
     assert towers.backend == "onnxruntime"
     assert "falling back to ONNX Runtime" in caplog.text and "other ONNX graphs" in caplog.text
+
+
+@pytest.mark.slow
+def test_grouped_text_batches_match_each_text_embedded_alone(bundle: Bundle) -> None:
+    """The real ONNX text tower through LengthGroupedText: batching changes no row beyond float noise."""
+    towers = load_towers(bundle, precision="fp32", threads=1)
+    tokenizer = bundle.tokenizer()
+    texts = [
+        "猫",
+        "一只在草地上奔跑的小狗，背景是蓝天白云和远处的雪山",
+        "红裙",
+        "雪山下的湖泊在清晨的阳光里",
+    ] * 4
+    batch = towers.text.embed(*tokenizer.pad(tokenizer.encode(texts)))
+    alone = np.concatenate([towers.text.embed(*tokenizer.pad(tokenizer.encode([t]))) for t in texts])
+    plain = towers.text.engine.embed(*tokenizer.pad(tokenizer.encode(texts)))  # one padded call
+    np.testing.assert_allclose(batch, alone, atol=1e-5)
+    np.testing.assert_allclose(batch, plain, atol=1e-5)
