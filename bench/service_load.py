@@ -137,7 +137,9 @@ def manifest_model(bundle: Path) -> tuple[str, int]:
 # -- the bare parts -----------------------------------------------------------------------------------
 
 
-def bare_parts(bundle: Path, data_dir: Path, queries: list[str], threads: int | None) -> dict[str, Any]:
+def bare_parts(
+    bundle: Path, data_dir: Path, queries: list[str], threads: int | None, precision: str
+) -> dict[str, Any]:
     """Tokenise + text tower, and VectorStore.search on the service's Milvus, one query at a time."""
     import yaml
 
@@ -146,7 +148,7 @@ def bare_parts(bundle: Path, data_dir: Path, queries: list[str], threads: int | 
     from service.store import VectorStore
 
     b = Bundle.load(bundle)
-    towers = load_towers(b, backend="onnxruntime", threads=threads)
+    towers = load_towers(b, backend="onnxruntime", precision=precision, threads=threads)  # type: ignore[arg-type]
     towers.warmup()
     tokenizer = b.tokenizer()
     tower_s, vectors = [], []
@@ -475,12 +477,12 @@ def profiled(service: Service, out: Path, enabled: bool):  # type: ignore[no-unt
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir: Path = args.workdir or Path(tempfile.gettempdir()) / f"tuwen-bench-service-{args.arch}"
-    bundle = ensure_bundle(workdir / "bundle", args.arch)
+    bundle = ensure_bundle(workdir / "bundle", args.arch, int8=args.precision == "int8")
     data_dir = workdir / f"data-{args.items}"
     populated = populate(bundle, data_dir, args.items)
     queries = chinese_queries(max(200, args.bare_queries), seed=1)
     images = jpeg_images(32, size=args.image_size, seed=2)
-    env = dict(kv.split("=", 1) for kv in args.set)
+    env = {"TUWEN_PRECISION": args.precision, **dict(kv.split("=", 1) for kv in args.set)}
     threads = int(env["TUWEN_INTRA_OP_THREADS"]) if "TUWEN_INTRA_OP_THREADS" in env else None
     result: dict[str, Any] = {
         "bench": "service_load",
@@ -496,7 +498,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     with serve(bundle, data_dir, env=env) as service:
         print(f"serving {service.url} (pid {service.pid}); bare parts ...")
-        result["bare"] = bare_parts(bundle, data_dir, queries[: args.bare_queries], threads)
+        result["bare"] = bare_parts(
+            bundle, data_dir, queries[: args.bare_queries], threads, env["TUWEN_PRECISION"]
+        )
         cpu = CpuMeter(service, data_dir)
         for endpoint in args.endpoints:
             make = request_maker(service.url, endpoint, queries, images)
@@ -589,6 +593,12 @@ def report(result: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", default="tiny-vit", help="model architecture of the random bundle (%(default)s)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "int8"],
+        default="fp32",
+        help="tower precision the service loads (%(default)s; int8 exports the bundle with int8 graphs)",
+    )
     p.add_argument("--items", type=int, default=100_000, help="vectors in Milvus (%(default)s)")
     p.add_argument("--workdir", type=Path, help="bundle and data, reused between runs (default: a temp dir)")
     p.add_argument("--endpoints", nargs="+", choices=ENDPOINTS, default=list(ENDPOINTS))

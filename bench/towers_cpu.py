@@ -31,12 +31,11 @@ sys.path.insert(
     0, str(ROOT)
 )  # bench scripts run from a checkout; tests/peers.py holds the cn_clip import shim
 
+from bench.common import official_random_bundle  # noqa: E402
 from service.bundle import Bundle  # noqa: E402
 from service.engines import load_towers  # noqa: E402
 from service.preprocessing.text import ChineseTokenizer  # noqa: E402
-from tests.peers import import_cn_clip, official_model  # noqa: E402
-from training.checkpoints import load_checkpoint  # noqa: E402
-from training.export.writer import ExportOptions, export_bundle  # noqa: E402
+from tests.peers import import_cn_clip  # noqa: E402
 from training.models import load_model_config  # noqa: E402
 
 COMMON_CHARS = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处队南给色光门即保治北造百规热领七海口东导器压志世金增争济阶油思术极交受联什认六共权收证改清己美再采转更单风切打白教速花带安场身车例真务具万每目至达走积示议声报斗完类八离华名确才科张信马节话米整空元况今集温传土许步群广石记需段研界拉林律叫且究观越织装影算低持音众书布复容儿须际商非验连断深难近矿千周委素技备半办青省列习响约支般史感劳便团往酸历市克何除消构府称太准精值号率族维划选标写存候毛亲快效斯院查江型眼王按格养易置派层片始却专状育厂京识适属圆包火住调满县局照参红细引听该铁价严"
@@ -59,29 +58,9 @@ def timed(fn: Callable[[], object], repeats: int) -> list[float]:
 
 
 def bench_arch(arch: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, object]]:
-    torch.manual_seed(0)
     config = load_model_config(arch)
-    official = official_model(config)  # cn_clip.create_model(struct), random weights, fp32, eval
-    ckpt = workdir / f"{arch}.pt"
-    torch.save(
-        {
-            "epoch": 0,
-            "step": 0,
-            "name": arch,
-            "state_dict": {f"module.{k}": v for k, v in official.state_dict().items()},
-        },
-        ckpt,
-    )
-    ours_torch = load_checkpoint(ckpt, arch=arch).model
     bundle_dir = workdir / f"{arch}-bundle"
-    export_bundle(
-        ours_torch,
-        bundle_dir,
-        provenance={"bench": "random"},
-        options=ExportOptions(int8=True),
-        log=lambda _m: None,
-    )
-    del ours_torch
+    official = official_random_bundle(bundle_dir, arch, workdir / f"{arch}.pt", int8=True)
     bundle = Bundle.load(bundle_dir)
     engines = {
         p: load_towers(bundle, backend="onnxruntime", precision=p, threads=args.threads)
