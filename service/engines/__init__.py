@@ -52,9 +52,11 @@ def load_towers(
     precision: Precision | Literal["auto"] = "auto",
     threads: int | None = None,
     engine_cache_dir: Path | None = None,
+    spin_wait: bool = True,
 ) -> Towers:
     """The two towers on ``backend``; ``engine_cache_dir`` is searched for TensorRT engines before the
-    bundle's own ``trt/`` (see :mod:`service.engines.cache`)."""
+    bundle's own ``trt/`` (see :mod:`service.engines.cache`); ``spin_wait`` False stops ONNX Runtime's
+    idle threads from spinning (a service sharing its cores wants that; a benchmark of one tower not)."""
     if backend not in ("auto", "onnxruntime", "tensorrt"):
         raise ValueError(f"unknown backend {backend!r}; use auto, onnxruntime or tensorrt")
     if backend == "tensorrt":
@@ -70,7 +72,7 @@ def load_towers(
             log.warning("not using TensorRT engines, falling back to ONNX Runtime: %s", exc)
         else:
             return _load_tensorrt(bundle, engines)
-    return _load_onnxruntime(bundle, precision, threads)
+    return _load_onnxruntime(bundle, precision, threads, spin_wait)
 
 
 def _find_tensorrt_engines(
@@ -108,7 +110,9 @@ def _load_tensorrt(bundle: Bundle, engines: CachedEngines) -> Towers:
     )
 
 
-def _load_onnxruntime(bundle: Bundle, precision: Precision | Literal["auto"], threads: int | None) -> Towers:
+def _load_onnxruntime(
+    bundle: Bundle, precision: Precision | Literal["auto"], threads: int | None, spin_wait: bool
+) -> Towers:
     from service.engines.onnx_runtime import OrtImageEngine, OrtSession, OrtTextEngine, gpu_available
 
     use_gpu = gpu_available()
@@ -116,7 +120,12 @@ def _load_onnxruntime(bundle: Bundle, precision: Precision | Literal["auto"], th
         # fp16 halves memory traffic on GPUs; on CPUs it is slower than fp32 and int8 trades accuracy
         precision = "fp16" if use_gpu and "fp16" in bundle.precisions("text") else "fp32"
     # ONNX Runtime's TensorRT provider may run layers in fp16 only when fp16 was asked for
-    options = {"use_gpu": use_gpu, "threads": threads, "trt_fp16": precision == "fp16"}
+    options = {
+        "use_gpu": use_gpu,
+        "threads": threads,
+        "trt_fp16": precision == "fp16",
+        "spin_wait": spin_wait,
+    }
     text = OrtSession(bundle.file("text", precision), **options)
     image = OrtSession(bundle.file("image", precision), **options)
     return Towers(

@@ -57,12 +57,17 @@ class OrtSession:
         threads: int | None = None,
         trt_cache_dir: Path | None = None,
         trt_fp16: bool = False,
+        spin_wait: bool = True,
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spin_wait:
+            # Idle intra-op threads otherwise spin for a while after each run, burning the cores that the
+            # event loop, the Milvus client and (embedded) server need between batches.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
             str(path), options, providers=provider_list(use_gpu, trt_cache_dir, trt_fp16=trt_fp16)
         )

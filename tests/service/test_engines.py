@@ -333,3 +333,15 @@ def test_grouped_text_batches_match_each_text_embedded_alone(bundle: Bundle) -> 
     plain = towers.text.engine.embed(*tokenizer.pad(tokenizer.encode(texts)))  # one padded call
     np.testing.assert_allclose(batch, alone, atol=1e-5)
     np.testing.assert_allclose(batch, plain, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_spin_wait_off_reaches_both_onnxruntime_sessions(bundle: Bundle) -> None:
+    def spinning(towers: object) -> list[str]:
+        sessions = [towers.text.engine.session, towers.image.session]  # type: ignore[attr-defined]
+        key = "session.intra_op.allow_spinning"
+        return [s.session.get_session_options().get_session_config_entry(key) for s in sessions]
+
+    assert spinning(load_towers(bundle, precision="fp32", threads=1, spin_wait=False)) == ["0", "0"]
+    with pytest.raises(Exception, match="allow_spinning"):  # ORT's default: the entry is absent
+        spinning(load_towers(bundle, precision="fp32", threads=1))
