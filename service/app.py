@@ -92,6 +92,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         backend=settings.backend,
         precision=settings.precision,
         threads=settings.intra_op_threads,
+        spin_wait=settings.ort_spin_wait,
         engine_cache_dir=settings.engine_cache_dir,
     )
     towers.warmup()
@@ -127,7 +128,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         model=bundle.model_name,
         dim=bundle.embed_dim,
         embedder=embedder,
-        store=StoreHandle(store, metrics),
+        store=StoreHandle(store, metrics, search_max_batch=settings.search_max_batch),
         thumbnails=ThumbnailStore(settings.resolved_thumbnail_dir, settings.thumbnail_size),
         backend=towers.backend,
         engines_warm=True,

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads per tower (default: the runtime's choice)."
     )
+    ort_spin_wait: bool = Field(
+        False,
+        description="Let ONNX Runtime's idle intra-op threads spin between runs (lower latency for one "
+        "tower alone, but they burn the cores the server and Milvus share).",
+    )
 
     # Where data lives.
     data_dir: Path = Field(
@@ -68,6 +73,13 @@ class Settings(BaseSettings):
     milvus_search_params: dict[str, Any] = Field(
         default_factory=dict,
         description='Search parameters as JSON, e.g. {"ef": 64} for HNSW or {"itopk_size": 128} for GPU_CAGRA.',
+    )
+    search_max_batch: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Most concurrent searches (same target, top_k, filter and tenant) sent to Milvus in one "
+        "call; 1 = one search a call (same-key searches then run one after another).",
     )
     thumbnail_dir: Path | None = Field(
         None, description="Directory of ingested images' thumbnails (default: <DATA_DIR>/thumbnails)."

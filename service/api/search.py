@@ -62,10 +62,7 @@ async def search(request: Request, services: ServicesDep, tenant: TenantDep) -> 
             image = await files[0].read()
     services.limits.top_k(query.top_k)
     vector = await _query_vector(services, query, image)
-    hits = await services.store.run(
-        "search",
-        lambda store: store.search(query.target, [vector.tolist()], query.top_k, query.filter, tenant),
-    )
+    hits = await services.store.search(query.target, vector.tolist(), query.top_k, query.filter, tenant)
     return SearchResponse(
         model=services.model,
         target=query.target,
@@ -77,7 +74,7 @@ async def search(request: Request, services: ServicesDep, tenant: TenantDep) -> 
                 text=h.text if query.target == "text" else None,
                 thumbnail_url=thumbnail_url(h.id) if query.target == "image" else None,
             )
-            for h in hits[0]
+            for h in hits
         ],
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -15,6 +15,10 @@ from service.config import Settings
 from service.embedder import Embedder
 from service.metrics import Metrics
 from service.security import ApiKeys
+from service.store.coalescing import SearchCoalescer
+from service.store.filters import Filter
+from service.store.milvus import Hit
+from service.store.schema import Kind
 from service.thumbnails import ThumbnailStore
 
 T = TypeVar("T")
@@ -25,14 +29,16 @@ class StoreHandle:
 
     The store reconnects by itself (and restarts its local Milvus server) after `StoreUnavailable`, so the
     service recovers without a restart; collections are (re)checked lazily because Milvus may be down
-    when the app starts.
+    when the app starts. Concurrent searches with the same kind, top_k, filter and tenant share one Milvus
+    call (`SearchCoalescer`, at most ``search_max_batch`` queries a call).
     """
 
-    def __init__(self, store: Any, metrics: Metrics) -> None:
+    def __init__(self, store: Any, metrics: Metrics, *, search_max_batch: int = 64) -> None:
         self.store = store
         self._metrics = metrics
         self._prepared = False
         self._lock = threading.Lock()
+        self.searches = SearchCoalescer(self._search_many, max_batch=search_max_batch)
 
     def _prepare(self) -> None:
         with self._lock:
@@ -57,6 +63,25 @@ class StoreHandle:
             return await asyncio.to_thread(self.call, op, fn)
         finally:
             record_timing(f"milvus-{op}", time.perf_counter() - started)
+
+    async def search(
+        self, kind: Kind, vector: Sequence[float], top_k: int, filter: Filter | None, tenant: str
+    ) -> list[Hit]:
+        """The tenant's nearest items to one query vector, possibly searched together with others."""
+        started = time.perf_counter()
+        try:
+            return await self.searches.search(kind, vector, top_k, filter, tenant)
+        finally:
+            # Per request: its time queued behind an in-flight call plus its own group's call.
+            record_timing("milvus-search", time.perf_counter() - started)
+
+    async def _search_many(
+        self, kind: Kind, vectors: list[Sequence[float]], top_k: int, filter: Filter | None, tenant: str
+    ) -> list[list[Hit]]:
+        # One call per group: the metrics count Milvus calls, not requests.
+        return await asyncio.to_thread(
+            self.call, "search", lambda store: store.search(kind, vectors, top_k, filter, tenant)
+        )
 
     def ping(self) -> bool:
         """Milvus answers and the collections are in place (readiness); never raises."""
