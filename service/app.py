@@ -93,6 +93,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         precision=settings.precision,
         threads=settings.intra_op_threads,
         spin_wait=settings.ort_spin_wait,
+        max_batch=max(settings.max_batch_text, settings.max_batch_image),
         engine_cache_dir=settings.engine_cache_dir,
     )
     towers.warmup()

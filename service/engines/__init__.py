@@ -53,19 +53,21 @@ def load_towers(
     threads: int | None = None,
     engine_cache_dir: Path | None = None,
     spin_wait: bool = True,
+    max_batch: int = 1,
 ) -> Towers:
     """The two towers on ``backend``; ``engine_cache_dir`` is searched for TensorRT engines before the
     bundle's own ``trt/`` (see :mod:`service.engines.cache`); ``spin_wait`` False stops ONNX Runtime's
-    idle threads from spinning (a service sharing its cores wants that; a benchmark of one tower not)."""
+    idle threads from spinning (a service sharing its cores wants that; a benchmark of one tower not);
+    ``max_batch`` is the largest batch the caller will send: TensorRT engines built for less are refused."""
     if backend not in ("auto", "onnxruntime", "tensorrt"):
         raise ValueError(f"unknown backend {backend!r}; use auto, onnxruntime or tensorrt")
     if backend == "tensorrt":
-        return _load_tensorrt(bundle, _find_tensorrt_engines(bundle, precision, engine_cache_dir))
+        return _load_tensorrt(bundle, _find_tensorrt_engines(bundle, precision, engine_cache_dir, max_batch))
     if backend == "auto" and precision != "int8":  # int8 graphs are for ONNX Runtime on CPUs
         from service.engines.tensorrt import TensorRTUnavailable
 
         try:
-            engines = _find_tensorrt_engines(bundle, precision, engine_cache_dir)
+            engines = _find_tensorrt_engines(bundle, precision, engine_cache_dir, max_batch)
         except TensorRTUnavailable:
             pass  # no TensorRT or no GPU: ONNX Runtime is the expected backend, nothing to report
         except BundleError as exc:
@@ -76,7 +78,7 @@ def load_towers(
 
 
 def _find_tensorrt_engines(
-    bundle: Bundle, precision: Precision | Literal["auto"], engine_cache_dir: Path | None
+    bundle: Bundle, precision: Precision | Literal["auto"], engine_cache_dir: Path | None, max_batch: int
 ) -> CachedEngines:
     """Valid engines for this GPU, TensorRT and bundle; raises TensorRTUnavailable or BundleError."""
     from service.engines.tensorrt import engine_target
@@ -86,12 +88,15 @@ def _find_tensorrt_engines(
     target = engine_target()
     roots = search_roots(bundle, engine_cache_dir)
     wanted = None if precision == "auto" else precision
-    found, refused = find_engines(roots, target, bundle_identity(bundle), precision=wanted)
+    found, refused = find_engines(
+        roots, target, bundle_identity(bundle), precision=wanted, min_batch=max_batch
+    )
     if found is None:
         reasons = "; ".join(refused)
         raise BundleError(
             f"no usable TensorRT engines for {bundle.model_name} on {target} ({reasons}); "
-            f"run `tuwen build-engines {bundle.root} --cache-dir {roots[0]}` on this machine"
+            f"run `tuwen build-engines {bundle.root} --cache-dir {roots[0]} --max-batch {max(max_batch, 256)}`"
+            " on this machine"
         )
     return found
 

@@ -131,13 +131,18 @@ def check_engines(
 
 
 def find_engines(
-    roots: list[Path], target: str, identity: BundleIdentity, *, precision: EnginePrecision | None = None
+    roots: list[Path],
+    target: str,
+    identity: BundleIdentity,
+    *,
+    precision: EnginePrecision | None = None,
+    min_batch: int = 1,
 ) -> tuple[CachedEngines | None, list[str]]:
     """The first valid ``<root>/<target>/`` engines, and why each other candidate was refused."""
     refused: list[str] = []
     for root in roots:
         try:
-            return check_engines(root / target, identity, precision=precision), refused
+            return check_engines(root / target, identity, precision=precision, min_batch=min_batch), refused
         except StaleEngines as exc:
             refused.append(str(exc))
     return None, refused

@@ -298,6 +298,13 @@ def test_load_towers_takes_valid_cached_engines_and_refuses_stale_ones(tmp_path:
 
     with pytest.raises(BundleError, match="holds fp16 engines, not fp32"):
         load_towers(bundle, backend="tensorrt", precision="fp32", engine_cache_dir=cache_dir)
+    # the service sends batches up to its largest TUWEN_MAX_BATCH_*: engines built for less are refused
+    assert (
+        load_towers(bundle, backend="tensorrt", engine_cache_dir=cache_dir, max_batch=64).backend
+        == "tensorrt"
+    )
+    with pytest.raises(BundleError, match=r"take batches up to 64, not 65.*--max-batch 256"):
+        load_towers(bundle, backend="tensorrt", engine_cache_dir=cache_dir, max_batch=65)
     (cache_dir / TARGET / "image.plan").write_bytes(b"tampered")
     with pytest.raises(
         BundleError, match=r"no usable TensorRT engines.*image.plan does not match.*build-engines"
