@@ -110,6 +110,8 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         max_image_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,
         metrics=metrics,
+        # 2x the model input keeps the final bicubic resize averaging; thumbnails need their own size
+        decode_min_side=max(2 * bundle.image_spec().size, settings.thumbnail_size),
     )
     store = VectorStore(
         settings.resolved_milvus_uri,

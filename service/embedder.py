@@ -68,9 +68,13 @@ class Embedder:
         max_image_pixels: int,
         metrics: BatchMetrics | None = None,
         cpu_threads: int = 4,
+        decode_min_side: int | None = None,
     ) -> None:
+        """``decode_min_side``: large JPEGs are decoded at a reduced scale keeping both sides >= this
+        (see ``decode_image``'s ``reduce_to``); None decodes every image in full."""
         self._tokenizer = tokenizer
         self._image_spec = image_spec
+        self._decode_min_side = decode_min_side
         self._max_image_bytes = max_image_bytes
         self._max_image_pixels = max_image_pixels
         self._cpu = ThreadPoolExecutor(max_workers=cpu_threads, thread_name_prefix="tuwen-cpu")
@@ -125,7 +129,12 @@ class Embedder:
         return await self.embed_decoded(decoded), decoded
 
     def _decode(self, data: bytes) -> DecodedImage:
-        image = decode_image(data, max_bytes=self._max_image_bytes, max_pixels=self._max_image_pixels)
+        image = decode_image(
+            data,
+            max_bytes=self._max_image_bytes,
+            max_pixels=self._max_image_pixels,
+            reduce_to=self._decode_min_side,
+        )
         return DecodedImage(preprocess([image], self._image_spec)[0], image)
 
 

@@ -247,3 +247,37 @@ def test_pillow_bomb_checks_do_not_leak(side: int) -> None:
         warnings.simplefilter("always")
         assert error_code(png_header_only(side, side)) == "image_too_many_pixels"
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
+
+
+def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """Gradients plus sensor-like noise: what a reduced-scale JPEG decode is meant for (uniform noise
+    has no low frequencies and would make any downscaling look bad)."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([x / width * 255, y / height * 255, (x + y) % 512 / 2], axis=-1)
+    pixels += rng.normal(0, 12, pixels.shape)
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_close_to_the_full_decode() -> None:
+    spec = ImageSpec(224)
+    data = encode(photo_like(np.random.default_rng(3), 1920, 1080), "JPEG", quality=90)
+    reduced = decode_image(data, reduce_to=448)
+    assert reduced.size == (960, 540)  # 1/2 scale: 1/4 would make the short side 270 < 448
+    full, fast = preprocess([decode_image(data)], spec)[0], preprocess([reduced], spec)[0]
+    levels = np.abs(full - fast) * np.array(spec.std, np.float32)[:, None, None] * 255  # back to 0..255
+    assert levels.max() <= 6 and levels.mean() <= 0.5
+
+
+def test_reduced_decoding_leaves_small_jpegs_and_other_formats_untouched() -> None:
+    rng = np.random.default_rng(4)
+    small = encode(photo_like(rng, 800, 600), "JPEG", quality=90)  # < 2 x 448 on the short side
+    png = encode(photo_like(rng, 1920, 1080), "PNG")
+    for data in (small, png):
+        assert np.array_equal(np.asarray(decode_image(data, reduce_to=448)), np.asarray(decode_image(data)))
+
+
+def test_reduced_decoding_still_applies_exif_orientation() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    data = encode(photo_like(np.random.default_rng(5), 1920, 1080), "JPEG", exif=exif)
+    assert decode_image(data, reduce_to=448).size == (540, 960)
