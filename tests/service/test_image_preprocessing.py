@@ -16,6 +16,7 @@ import zlib
 
 import numpy as np
 import pytest
+from images import photo_like
 from PIL import Image
 
 from service.preprocessing.image import (
@@ -247,15 +248,6 @@ def test_pillow_bomb_checks_do_not_leak(side: int) -> None:
         warnings.simplefilter("always")
         assert error_code(png_header_only(side, side)) == "image_too_many_pixels"
     assert not [w for w in caught if issubclass(w.category, Image.DecompressionBombWarning)]
-
-
-def photo_like(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """Gradients plus sensor-like noise: what a reduced-scale JPEG decode is meant for (uniform noise
-    has no low frequencies and would make any downscaling look bad)."""
-    y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack([x / width * 255, y / height * 255, (x + y) % 512 / 2], axis=-1)
-    pixels += rng.normal(0, 12, pixels.shape)
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
 def test_large_jpegs_decode_at_a_reduced_scale_close_to_the_full_decode() -> None:
