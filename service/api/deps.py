@@ -10,8 +10,12 @@ from service.api.errors import ApiError
 from service.api.state import Services
 from service.security import presented_key
 
+# Both dependencies are `async def` although they never await: they only read app state and compare a key
+# (microseconds), and FastAPI runs a plain `def` dependency on its thread pool, a hop per request that
+# profiling put at ~18% of the app's GIL time under load (docs/benchmarks.md).
 
-def get_services(request: Request) -> Services:
+
+async def get_services(request: Request) -> Services:
     services: Services | None = getattr(request.app.state, "services", None)
     if services is None:
         raise ApiError(503, "not_ready", "the service is starting; retry shortly", {"Retry-After": "5"})
@@ -21,7 +25,7 @@ def get_services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-def current_tenant(
+async def current_tenant(
     services: ServicesDep,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
     x_api_key: Annotated[str | None, Header(description="the API key (alternative to Authorization)")] = None,
