@@ -36,6 +36,7 @@ def ensure_bundle(out_dir: Path, arch: str, seed: int = 0, *, int8: bool = False
     if manifest.is_file() and (not int8 or '"int8"' in manifest.read_text()):
         return out_dir
     started = time.perf_counter()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     if int8:
         official_random_bundle(out_dir, arch, out_dir.parent / f"{arch}-official.pt", seed=seed, int8=True)
     else:

@@ -97,6 +97,22 @@ def test_manifest_records_verification_at_thresholds(exported: tuple[torch.nn.Mo
     assert (bundle.root / "vocab.txt").read_bytes() == bundle.tokenizer().vocab_file.read_bytes()
 
 
+def test_int8_weights_use_seven_bits(exported: tuple[torch.nn.Module, Bundle]) -> None:
+    """reduce_range: full-range s8 weights saturate ONNX Runtime's u8×s8 kernel on CPUs without VNNI
+    (training/export/onnx.py); 7-bit weights cannot."""
+    import onnx
+    from onnx import numpy_helper
+
+    _, bundle = exported
+    for tower in ("image", "text"):
+        graph = onnx.load(str(bundle.file(tower, "int8"))).graph
+        weights = [
+            numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8
+        ]
+        assert weights, f"the {tower} int8 graph holds no int8 weights"
+        assert max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+
+
 def test_fp16_graph_keeps_float32_io(exported: tuple[torch.nn.Module, Bundle]) -> None:
     _, bundle = exported
     session = cpu_session(bundle.file("text", "fp16"))

@@ -173,7 +173,15 @@ def convert_fp16(src: Path, dst: Path, *, external_data: bool = False) -> None:
 
 
 def quantize_int8(src: Path, dst: Path, *, external_data: bool = False) -> None:
-    """Dynamic int8 quantisation of the matrix products (weights per channel; activations per batch)."""
+    """Dynamic int8 quantisation of the matrix products (weights per channel; activations per batch).
+
+    Weights use 7 bits (``reduce_range``): on x86 CPUs without VNNI (AVX2-only, e.g. many AMD EPYC
+    hosts) ONNX Runtime multiplies u8 activations by s8 weights with ``vpmaddubsw``, whose 16-bit pair
+    sums saturate with full-range weights. Measured on a random ViT-B-16 image tower on such a CPU: min
+    cosine vs fp32 0.987 with 8-bit weights (below the export's 0.99 gate), 0.9998 with 7-bit, at the
+    same speed. A bundle is verified on the machine that exports it but served on others, so it must be
+    accurate on both kinds of CPU.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _clear(dst)
@@ -182,6 +190,7 @@ def quantize_int8(src: Path, dst: Path, *, external_data: bool = False) -> None:
         str(dst),
         weight_type=QuantType.QInt8,
         per_channel=True,
+        reduce_range=True,
         op_types_to_quantize=["MatMul", "Gemm"],
         use_external_data_format=external_data,  # writes `<dst>.data`, like save_graph
     )
