@@ -18,8 +18,10 @@ import numpy as np
 if TYPE_CHECKING:
     from service.engines import TextEngine
 
-# One call's fixed cost in token rows. Calibrated on the 2-core CPU of docs/benchmarks.md with the
-# ViT-B-16 text tower (RoBERTa base): a lone 1-token call costs about what 24 extra token rows cost.
+# One call's fixed cost in token rows. Measured with the ViT-B-16 text tower (RoBERTa base, fp32) on the
+# 2-core AMD EPYC of docs/benchmarks.md: t = 20.5 ms + 1.63 ms per token row, i.e. ~13 rows, and 32 mixed
+# queries (4–30 characters) ran fastest with any value from 16 to 48 (980–1,030 ms against 1,916 ms as
+# one padded call). A GPU's launch cost is relatively larger, which a larger value would reflect.
 DEFAULT_CALL_COST_TOKENS = 24
 
 
