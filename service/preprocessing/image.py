@@ -131,7 +131,7 @@ def decode_image(
     checked against ``max_bytes`` and ``max_pixels`` (default: Pillow's ``MAX_IMAGE_PIXELS``).
     ``reduce_to``: a JPEG at least twice that on both sides is decoded at a reduced DCT scale (1/2, 1/4
     or 1/8) that keeps both sides >= ``reduce_to``. The decoder then skips most of the work: a 12 MP
-    photo decodes and preprocesses ~4x faster (docs/benchmarks.md); once resized to a 224 input it is
+    photo decodes and preprocesses ~2.7x faster (bench/image_decode.py); once resized to a 224 input it is
     within 5/255 per pixel (mean 0.3/255) of the full decode (tests/service/test_image_preprocessing.py).
     Pass 2 x the model input or more, so the final bicubic resize still averages; None decodes in full
     (the official path, used for training, parity and `tuwen embed`).
