@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench scripts run from a checkout
 
+from bench.common import machine, print_table, save_json  # noqa: E402
 from service.preprocessing.image import ImageSpec, decode_image, preprocess  # noqa: E402
 from tests.images import photo_like  # noqa: E402
 
@@ -33,7 +33,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--input-size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "image_decode.json")
+    parser.add_argument(
+        "--out", type=Path, help="JSON path (default: bench/results/image_decode-<time>.json)"
+    )
     args = parser.parse_args()
     spec = ImageSpec(args.input_size)
     rng = np.random.default_rng(0)
@@ -67,17 +69,11 @@ def main() -> None:
                 "mean_diff_levels": round(float(levels.mean()), 3),
             }
         )
-    print(
-        f"{'size':>10} {'bytes':>9} {'full ms':>8} {'reduced ms':>10} {'speedup':>8} {'max/255':>8} {'mean/255':>9}"
+    print_table(
+        rows,
+        ["size", "jpeg_bytes", "full_ms", "reduced_ms", "speedup", "max_diff_levels", "mean_diff_levels"],
     )
-    for r in rows:
-        print(
-            f"{r['size']:>10} {r['jpeg_bytes']:>9} {r['full_ms']:>8} {r['reduced_ms']:>10} {r['speedup']:>7}x "
-            f"{r['max_diff_levels']:>8} {r['mean_diff_levels']:>9}"
-        )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"input_size": args.input_size, "rows": rows}, indent=2))
-    print(f"saved {args.out}")
+    save_json("image_decode", {"input_size": args.input_size, "machine": machine(), "rows": rows}, args.out)
 
 
 if __name__ == "__main__":
