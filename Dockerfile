@@ -2,6 +2,7 @@
 # Tuwen images (docs/deploy.md). Targets:
 #   gpu          CUDA + cuDNN runtime, onnxruntime-gpu and TensorRT; no torch          (the default target)
 #   cpu          Python slim with onnxruntime; no torch
+#                (both copy only service/: the training code, `tuwen export` with it, is not in them)
 #   gpu-bundled, cpu-bundled   the same with a model bundle baked in: --build-arg BUNDLE_DIR=<dir in context>
 #   training     torch + the trainer and exporter, for running training in a container
 # The model bundle is mounted read-only at /models/bundle. TensorRT engines are never baked in: a plan only
@@ -36,12 +37,12 @@ FROM cpu-os AS cpu
 ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
-# The project's own dependency ranges (pyproject.toml) are the pins here.
+# The project's own dependency ranges (pyproject.toml) are the pins here. Only service/ exists in this
+# stage, so setuptools' package find (service*, training*) installs the service alone.
 # hadolint ignore=DL3013
-RUN mkdir service training && touch service/__init__.py training/__init__.py \
+RUN mkdir service && touch service/__init__.py \
     && pip install ".[cpu]" && pip uninstall -y tuwen
 COPY service ./service
-COPY training ./training
 RUN pip install --no-deps . && rm -rf /src/*
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/tuwen-entrypoint
 COPY --chmod=0755 deploy/docker/healthcheck.py /usr/local/bin/tuwen-healthcheck
@@ -68,10 +69,9 @@ ARG NVIDIA_INDEX=https://pypi.nvidia.com
 WORKDIR /src
 COPY pyproject.toml README.md ./
 # hadolint ignore=DL3013
-RUN mkdir service training && touch service/__init__.py training/__init__.py \
+RUN mkdir service && touch service/__init__.py \
     && pip install --extra-index-url "$NVIDIA_INDEX" ".[gpu]" ${TENSORRT_PACKAGES} && pip uninstall -y tuwen
 COPY service ./service
-COPY training ./training
 RUN pip install --no-deps . && rm -rf /src/*
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/tuwen-entrypoint
 COPY --chmod=0755 deploy/docker/healthcheck.py /usr/local/bin/tuwen-healthcheck

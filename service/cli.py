@@ -1,8 +1,9 @@
 """The `tuwen` command.
 
-Subcommands live in small modules that each expose ``register(subparsers)``. The service's own are
-listed here; the training package contributes its torch-based commands (export, build-engines) through
-the ``tuwen.commands`` entry-point group, so this module never imports training code directly.
+Subcommands live in small modules that each expose ``register(subparsers)``. The service's own, all
+torch-free, are listed here; the training package contributes its torch-based one (export) through the
+``tuwen.commands`` entry-point group, so this module never imports training code directly, and `tuwen`
+works where training is not installed (the runtime images; see service/commands/plugins.py).
 """
 
 from __future__ import annotations
@@ -11,28 +12,25 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import entry_points
+
+from service.commands.errors import CommandError
+from service.commands.plugins import installed_entry_points
 
 SERVICE_COMMANDS = (
     "service.commands.embed",
     "service.commands.serve",
     "service.commands.ingest",
+    "service.commands.build_engines",
 )
 
 Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
 def _registrars() -> list[Registrar]:
-    found: list[Registrar] = []
-    for name in SERVICE_COMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:  # a command module not written yet must not break the others
-            if exc.name != name:
-                raise
-            continue
-        found.append(module.register)
-    found.extend(ep.load() for ep in entry_points(group="tuwen.commands"))
+    # No leniency: a command module or an installed package's registrar that fails to import is a bug,
+    # and it surfaces here rather than as a command that silently went missing.
+    found: list[Registrar] = [importlib.import_module(name).register for name in SERVICE_COMMANDS]
+    found.extend(ep.load() for ep in installed_entry_points("tuwen.commands"))
     return found
 
 
@@ -51,14 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"tuwen {args.command}: {exc}", file=sys.stderr)
         return exc.exit_code
-
-
-class CommandError(Exception):
-    """An error a user can act on: printed without a traceback, exit status non-zero."""
-
-    def __init__(self, message: str, exit_code: int = 2) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 if __name__ == "__main__":

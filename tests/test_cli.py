@@ -15,6 +15,15 @@ def test_every_documented_command_is_registered() -> None:
     assert {"embed", "serve", "ingest", "export", "build-engines"} <= commands
 
 
+def test_a_command_module_that_does_not_import_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a missing or broken command module is a bug to see, not a command to leave out quietly
+    from service import cli
+
+    monkeypatch.setattr(cli, "SERVICE_COMMANDS", (*cli.SERVICE_COMMANDS, "service.commands.no_such_command"))
+    with pytest.raises(ModuleNotFoundError, match=r"service\.commands\.no_such_command"):
+        build_parser()
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = tmp_path / "nope.pt"
     assert main(["embed", "--checkpoint", str(missing), "--arch", "tiny-vit", "--text", "你好"]) == 2

@@ -40,19 +40,23 @@ def gather_features(
 def clip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
-    logit_scale: torch.Tensor,
+    scale: torch.Tensor,
     *,
     rank: int = 0,
     world_size: int = 1,
     gather_with_grad: bool = False,
 ) -> torch.Tensor:
-    """Mean of image→text and text→image cross-entropy on L2-normalised features (scale = exp(logit_scale))."""
+    """Mean of image→text and text→image cross-entropy on L2-normalised features.
+
+    ``scale`` multiplies the cosine similarities as it is: pass the model's ``logit_scale.exp()`` (the
+    model's forward already returns it exponentiated), not the learned log-temperature itself.
+    """
     if world_size > 1 and not gather_with_grad and torch.is_grad_enabled():
         image_features = _scale_grad(image_features, float(world_size))
         text_features = _scale_grad(text_features, float(world_size))
     all_images = gather_features(image_features, rank, world_size, with_grad=gather_with_grad)
     all_texts = gather_features(text_features, rank, world_size, with_grad=gather_with_grad)
-    logits_per_image = logit_scale * all_images @ all_texts.t()
+    logits_per_image = scale * all_images @ all_texts.t()
     labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_image.t(), labels)) / 2
 

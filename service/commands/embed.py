@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from importlib.metadata import entry_points
 from pathlib import Path
 
-from service.cli import CommandError
+from service.commands.errors import CommandError
+from service.commands.plugins import installed_entry_points
 from service.engines.embed_bundle import EmbedResult
 
 
@@ -56,7 +56,10 @@ def _embed(args: argparse.Namespace) -> EmbedResult:
 
 
 def _checkpoint_embedder():  # type: ignore[no-untyped-def]
-    found = [ep for ep in entry_points(group="tuwen.embedders") if ep.name == "checkpoint"]
+    found = [ep for ep in installed_entry_points("tuwen.embedders") if ep.name == "checkpoint"]
     if not found:
-        raise CommandError("--checkpoint needs the training extra: pip install 'tuwen[training]'")
+        raise CommandError(
+            "--checkpoint needs the training package, which this install lacks (the runtime images carry"
+            " only the service): use --bundle, or a source checkout with pip install '.[training]'"
+        )
     return found[0].load()

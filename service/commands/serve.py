@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from service.cli import CommandError
+from service.commands.errors import CommandError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

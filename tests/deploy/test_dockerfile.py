@@ -65,6 +65,21 @@ def test_runtime_targets_are_torch_free_non_root_and_health_checked() -> None:
     assert "build-engines" not in DOCKERFILE.read_text(encoding="utf-8").split("ENTRYPOINT")[0]
 
 
+def test_runtime_targets_carry_only_the_service() -> None:
+    """The serving images hold no training code: torch-free by construction, not by what happens to run."""
+    stages = _stages()
+    for name in ("cpu", "gpu"):
+        copies = [line for line in stages[name] if line.upper().startswith("COPY")]
+        assert any(re.search(r"\bservice\b", line) for line in copies), f"{name} does not copy service/"
+        leaked = [line for line in copies if re.search(r"\btraining\b", line)]
+        assert not leaked, f"{name} copies training code: {leaked}"
+        # the dependency layer's stub packages: a training/ stub would install an empty training package
+        # whose entry points (tuwen export) would then fail to load instead of being left out
+        stubs = [line for line in stages[name] if line.startswith("RUN mkdir")]
+        assert stubs and all("training" not in line for line in stubs), stubs
+    assert "COPY training ./training" in stages["training"]
+
+
 def _stand_ins(tmp_path: Path, *, gpu: bool, tensorrt: bool) -> dict[str, str]:
     """A PATH whose `tuwen` records its arguments, `nvidia-smi` answers per `gpu`, `python` per `tensorrt`."""
     bin_dir = tmp_path / "bin"

@@ -12,6 +12,8 @@ import pytest
 import yaml
 from deploy_support import KUBE_VERSIONS, ROOT, load_yaml
 
+from service.metrics import Metrics
+
 DEPLOY = ROOT / "deploy"
 SERIES = re.compile(r"\btuwen_[a-z_]+\b")
 
@@ -19,8 +21,7 @@ SERIES = re.compile(r"\btuwen_[a-z_]+\b")
 @pytest.fixture(scope="module")
 def exposed_series() -> set[str]:
     """Series names in a real /metrics exposition of the service's registry, every labelled child touched."""
-    metrics_module = pytest.importorskip("service.metrics", reason="service/metrics.py is not there yet")
-    metrics = metrics_module.Metrics()
+    metrics = Metrics()
     for collector in metrics.registry._collector_to_names:  # every metric, labelled ones included
         labels = getattr(collector, "_labelnames", ())
         child = collector.labels(*["x"] * len(labels)) if labels else collector

@@ -13,9 +13,7 @@ from bundles import make_tiny_bundle
 
 from service.bundle import Bundle, sha256_of
 from service.cli import main
-from training.checkpoints import save_hf_directory
-from training.export import writer
-from training.export.verify import (
+from service.engines.verify import (
     VerificationFailed,
     cpu_session,
     image_cases,
@@ -23,6 +21,8 @@ from training.export.verify import (
     row_cosines,
     text_cases,
 )
+from training.checkpoints import save_hf_directory
+from training.export import writer
 from training.models import build_model
 
 pytestmark = pytest.mark.slow

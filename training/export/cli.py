@@ -1,7 +1,8 @@
-"""`tuwen export` and `tuwen build-engines`, registered through the ``tuwen.commands`` entry points.
+"""`tuwen export`, registered through the ``tuwen.commands`` entry point (it needs torch, so it is
+training's; `tuwen build-engines` is torch-free and lives in service/commands).
 
-The root CLI loads these registrars for every `tuwen` invocation (also `tuwen embed --bundle`, which must
-not import torch), so this module imports nothing heavy at import time: the work happens in the runners.
+The root CLI loads this registrar for every `tuwen` invocation (also `tuwen serve`, which must not import
+torch), so this module imports nothing heavy at import time: the work happens in the runner.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from service.cli import CommandError
+from service.commands.errors import CommandError
 
 
 def register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,26 +29,9 @@ def register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.set_defaults(func=run_export)
 
 
-def register_build_engines(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = subparsers.add_parser(
-        "build-engines", help="build TensorRT engines for this GPU (kept if already built)"
-    )
-    p.add_argument("bundle", type=Path, help="bundle directory written by `tuwen export` (not modified)")
-    p.add_argument(
-        "--cache-dir",
-        type=Path,
-        help="engine cache directory (default: $TUWEN_ENGINE_CACHE_DIR, else the bundle's trt/ if writable)",
-    )
-    p.add_argument(
-        "--max-batch", type=int, default=256, help="largest batch the engines accept (default 256)"
-    )
-    p.add_argument("--fp16", action="store_true", help="let TensorRT run layers in fp16")
-    p.set_defaults(func=run_build_engines)
-
-
 def run_export(args: argparse.Namespace) -> int:
+    from service.engines.verify import VerificationFailed
     from training.checkpoints import CheckpointError, load_checkpoint
-    from training.export.verify import VerificationFailed
     from training.export.writer import ExportOptions, export_bundle
 
     try:
@@ -65,30 +49,4 @@ def run_export(args: argparse.Namespace) -> int:
     except VerificationFailed as exc:
         raise CommandError(str(exc), exit_code=1) from exc
     print(f"wrote bundle {args.out} ({manifest.model_name}, dim {manifest.embed_dim})")
-    return 0
-
-
-def run_build_engines(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from service.bundle import Bundle, BundleError
-    from service.config import Settings
-    from service.engines.cache import EngineCacheError, build_root
-    from training.export.tensorrt_build import EngineBuildError, build_engines
-    from training.export.verify import VerificationFailed
-
-    try:
-        configured = args.cache_dir or Settings().engine_cache_dir
-    except ValidationError as exc:
-        raise CommandError(f"invalid TUWEN_* settings: {exc}") from exc
-    try:
-        bundle = Bundle.load(args.bundle)
-        cache_dir = build_root(bundle.root, configured)
-        result = build_engines(bundle, cache_dir, max_batch=args.max_batch, fp16=args.fp16)
-    except (BundleError, EngineBuildError, EngineCacheError, VerificationFailed) as exc:
-        raise CommandError(str(exc), exit_code=1) from exc
-    if result.built:
-        print(f"wrote TensorRT engines to {result.directory}")
-    else:
-        print(f"TensorRT engines in {result.directory} are up to date for this bundle; nothing to build")
     return 0

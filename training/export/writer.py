@@ -29,10 +29,7 @@ from service.bundle import (
     Verification,
     write_manifest,
 )
-from service.preprocessing.image import CLIP_MEAN, CLIP_STD
-from service.preprocessing.text import ChineseTokenizer
-from training.export import onnx as graphs
-from training.export.verify import (
+from service.engines.verify import (
     Case,
     VerificationFailed,
     compare,
@@ -43,6 +40,9 @@ from training.export.verify import (
     text_cases,
     top_k_agreement,
 )
+from service.preprocessing.image import CLIP_MEAN, CLIP_STD
+from service.preprocessing.text import ChineseTokenizer
+from training.export import onnx as graphs
 
 THRESHOLDS: dict[Precision, float] = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
 GALLERY_IMAGES, GALLERY_QUERIES = 64, 32

@@ -30,7 +30,7 @@ from service.engines.tensorrt import (
     import_tensorrt,
     target_name,
 )
-from training.export.verify import compare, cpu_session, image_cases, require, session_runner, text_cases
+from service.engines.verify import compare, cpu_session, image_cases, require, session_runner, text_cases
 
 FP16_THRESHOLD, FP32_THRESHOLD = 0.999, 0.9999
 WORKSPACE_BYTES = 4 << 30

@@ -2,6 +2,8 @@
 
 Every graph is run on the same sample inputs as its reference (PyTorch fp32 at export time, ONNX
 Runtime fp32 when TensorRT engines are built), and the worst row decides: a single bad shape fails.
+Torch-free (numpy, ONNX Runtime), so that `tuwen build-engines` runs where training is not installed;
+training's exporter imports it from here.
 """
 
 from __future__ import annotations
