@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +25,7 @@ from service.api.schemas import EmbedTextsRequest, Limits, SearchRequest, TextIt
 from service.api.state import Services, StoreHandle
 from service.config import Settings
 from service.metrics import Metrics
+from service.ratelimit import RateLimiter
 from service.security import ApiKeys
 from service.thumbnails import ThumbnailStore
 
@@ -34,13 +35,20 @@ log = logging.getLogger("tuwen")
 DOCUMENTED_MODELS = (EmbedTextsRequest, SearchRequest, TextItemsRequest)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    build_services: Callable[[Settings, Metrics], Services] | None = None,
+) -> FastAPI:
+    """``build_services`` replaces the real engines and store (the fast tests pass fakes); it runs in a
+    thread at start-up with the app's settings and metrics."""
     settings = settings or Settings()
     metrics = Metrics()
+    build = build_services or _build_services
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await asyncio.to_thread(_build_services, settings, metrics)
+        services = await asyncio.to_thread(build, settings, metrics)
         services.embedder.start()
         app.state.services = services
         try:
@@ -105,7 +113,11 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         bundle.tokenizer(),
         bundle.image_spec(),
         BatchSettings(
-            settings.max_batch_text, settings.max_batch_image, settings.batch_wait_ms, settings.max_queue
+            settings.max_batch_text,
+            settings.max_batch_image,
+            settings.batch_wait_ms,
+            settings.max_queue,
+            settings.queue_per_tenant,
         ),
         max_image_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,
@@ -122,6 +134,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         index_params=settings.milvus_index_params or None,
         search_params=settings.milvus_search_params or None,
         max_top_k=settings.max_top_k,
+        timeout_s=settings.milvus_timeout_s,
     )
     return Services(
         settings=settings,
@@ -131,9 +144,15 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         model=bundle.model_name,
         dim=bundle.embed_dim,
         embedder=embedder,
-        store=StoreHandle(store, metrics, search_max_batch=settings.search_max_batch),
+        store=StoreHandle(
+            store,
+            metrics,
+            search_max_batch=settings.search_max_batch,
+            deadline_s=settings.milvus_timeout_s,
+        ),
         thumbnails=ThumbnailStore(settings.resolved_thumbnail_dir, settings.thumbnail_size),
         backend=towers.backend,
+        rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst, settings.tenant_rate_limits()),
         engines_warm=True,
     )
 

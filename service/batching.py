@@ -9,6 +9,11 @@ measured 5 of the 8 ms the service added to a search). Inputs that queue while a
 next batch without any wait. A backend error is set on every future of the batch and
 the worker carries on. The queue is bounded: past ``max_queue`` waiting inputs, `submit` raises
 `QueueFull` at once, which the API answers with 429 and ``Retry-After``.
+
+Fairness between tenants: each tenant's inputs wait in their own deque and a batch is filled round-robin,
+one input per tenant in turn (the turn carries over to the next batch), so a tenant flooding the tower
+delays another's input by about one batch instead of by its whole backlog. A tenant may hold at most
+``max_queue_per_tenant`` waiting inputs, so it cannot fill the shared queue and lock the others out.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -39,10 +45,11 @@ class BatchMetrics(Protocol):
 
 
 class QueueFull(Exception):
-    """The tower's queue is full: the caller should retry after ``retry_after`` seconds."""
+    """The tower's queue (or the caller's share of it) is full: retry after ``retry_after`` seconds."""
 
-    def __init__(self, tower: str, retry_after: int = 1) -> None:
-        super().__init__(f"the {tower} tower is busy ({tower} queue full); retry in {retry_after} s")
+    def __init__(self, tower: str, retry_after: int = 1, *, own_share: bool = False) -> None:
+        what = "too many of your inputs are waiting" if own_share else f"{tower} queue full"
+        super().__init__(f"the {tower} tower is busy ({what}); retry in {retry_after} s")
         self.tower = tower
         self.retry_after = retry_after
 
@@ -75,15 +82,21 @@ class Batcher(Generic[Payload]):
         max_batch: int,
         wait_ms: float,
         max_queue: int,
+        max_queue_per_tenant: int | None = None,
         metrics: BatchMetrics | None = None,
     ) -> None:
+        """``max_queue_per_tenant``: most inputs one tenant may have waiting (default: ``max_queue``)."""
         self.tower = tower
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._wait = wait_ms / 1000
         self._max_queue = max_queue
+        self._max_queue_per_tenant = max_queue_per_tenant or max_queue
         self._metrics = metrics
-        self._queue: asyncio.Queue[_Job[Payload]] = asyncio.Queue()
+        # Tenant → its waiting inputs, in round-robin order: the head tenant gives the next input.
+        self._queues: OrderedDict[str, deque[_Job[Payload]]] = OrderedDict()
+        self._waiting = 0
+        self._arrived = asyncio.Event()  # set by submit; the worker clears it before it waits
         self._last_batch_size = 0
         self._worker: asyncio.Task[None] | None = None
         # One thread per tower: batches of one tower run one after another; the two towers in parallel.
@@ -99,34 +112,40 @@ class Batcher(Generic[Payload]):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
+        while self._waiting:
+            job = self._pop()
             if not job.future.done():
                 job.future.set_exception(RuntimeError(f"the {self.tower} batcher stopped"))
         self._executor.shutdown(wait=True)
 
     @property
     def depth(self) -> int:
-        return self._queue.qsize()
+        return self._waiting
 
-    async def submit(self, payloads: Sequence[Payload]) -> list[Embedded]:
-        """Queue every payload (all or none), then wait for their rows."""
+    async def submit(self, payloads: Sequence[Payload], tenant: str = "default") -> list[Embedded]:
+        """Queue every payload (all or none) as ``tenant``'s, then wait for their rows."""
         if self._worker is None or self._worker.done():
             raise RuntimeError(f"the {self.tower} batcher is not running")
-        if self._queue.qsize() + len(payloads) > self._max_queue:
+        own = self._queues.get(tenant)
+        own_share = (len(own) if own else 0) + len(payloads) > self._max_queue_per_tenant
+        if own_share or self._waiting + len(payloads) > self._max_queue:
             if self._metrics:
                 self._metrics.queue_rejected(self.tower)
-            raise QueueFull(self.tower)
+            raise QueueFull(self.tower, own_share=own_share)
         loop = asyncio.get_running_loop()
         jobs = [_Job(p, loop.create_future()) for p in payloads]
-        for job in jobs:
-            self._queue.put_nowait(job)
+        if own is None:
+            own = self._queues[tenant] = deque()  # a new tenant takes its turn after those waiting
+        own.extend(jobs)
+        self._waiting += len(jobs)
+        self._arrived.set()
         self._report_depth()
         try:
             return list(await asyncio.gather(*(job.future for job in jobs)))
         except BaseException:
             for job in jobs:  # a cancelled or failed request leaves nothing for the worker to compute
                 job.future.cancel()
+            self._discard_done(tenant)  # and frees its share of the queue at once
             raise
 
     async def _work(self) -> None:
@@ -159,22 +178,53 @@ class Batcher(Generic[Payload]):
                 self._metrics.batch_formed(self.tower, len(jobs), waits, inference)
 
     async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[_Job[Payload]]:
-        jobs = [await self._queue.get()]
-        under_load = self._last_batch_size > 1 or not self._queue.empty()
+        await self._arrival(None)
+        under_load = self._last_batch_size > 1 or self._waiting > 1
         deadline = loop.time() + (self._wait if under_load else 0.0)
+        jobs: list[_Job[Payload]] = []
         while len(jobs) < self._max_batch:
-            if not self._queue.empty():
-                jobs.append(self._queue.get_nowait())
+            if self._waiting:
+                jobs.append(self._pop())
                 continue
             remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            try:
-                jobs.append(await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
+            if remaining <= 0 or not await self._arrival(remaining):
                 break
         return jobs
 
+    async def _arrival(self, timeout: float | None) -> bool:
+        """Wait until an input is queued (True) or ``timeout`` seconds passed (False)."""
+        self._arrived.clear()
+        if self._waiting:
+            return True
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _pop(self) -> _Job[Payload]:
+        """The head tenant's oldest input; that tenant then goes to the back of the turn."""
+        tenant, own = next(iter(self._queues.items()))
+        job = own.popleft()
+        if own:
+            self._queues.move_to_end(tenant)
+        else:
+            del self._queues[tenant]
+        self._waiting -= 1
+        return job
+
+    def _discard_done(self, tenant: str) -> None:
+        own = self._queues.get(tenant)
+        if own is None:
+            return
+        live = deque(job for job in own if not job.future.done())
+        self._waiting -= len(own) - len(live)
+        if live:
+            self._queues[tenant] = live  # keeps the tenant's place in the turn
+        else:
+            del self._queues[tenant]
+        self._report_depth()
+
     def _report_depth(self) -> None:
         if self._metrics:
-            self._metrics.queue_depth(self.tower, self._queue.qsize())
+            self._metrics.queue_depth(self.tower, self._waiting)

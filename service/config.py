@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Search parameters as JSON, e.g. {"ef": 64} for HNSW or {"itopk_size": 128} for GPU_CAGRA.',
     )
+    milvus_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Deadline of one Milvus call, seconds: while Milvus is down or restarting, requests answer "
+        "503 with Retry-After within this time instead of waiting.",
+    )
     search_max_batch: int = Field(
         64,
         ge=1,
@@ -94,6 +101,12 @@ class Settings(BaseSettings):
     )
     max_queue: int = Field(
         512, ge=1, description="Most inputs waiting per tower; beyond it requests get 429 with Retry-After."
+    )
+    max_queue_per_tenant: int | None = Field(
+        None,
+        ge=1,
+        description="Most inputs one tenant may have waiting per tower (429 beyond), so one tenant cannot fill "
+        "the queue; unset = half of MAX_QUEUE, at least MAX_TEXTS and MAX_IMAGES.",
     )
 
     # Security and limits.
@@ -123,6 +136,23 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(512, ge=1, description="Longest text accepted, characters.")
     max_top_k: int = Field(100, ge=1, le=16384, description="Largest top_k a search may ask for.")
     max_metadata_bytes: int = Field(4096, ge=2, description="Largest item metadata accepted, bytes of JSON.")
+    rate_limit: float = Field(
+        0.0,
+        ge=0,
+        description="Requests per second each tenant may make to /embed, /search, /v1/embeddings and POST "
+        "/items, per replica (429 rate_limited beyond, with Retry-After); 0 = unlimited.",
+    )
+    rate_burst: int | None = Field(
+        None,
+        ge=1,
+        description="Most requests a tenant may make at once after an idle spell (its token bucket's size); "
+        "unset = two seconds' worth of its rate.",
+    )
+    rate_limits: str = Field(
+        "",
+        description="Per-tenant rates overriding RATE_LIMIT, as tenant:rps,tenant:rps (0 = unlimited); each "
+        "tenant must be one an API key maps to.",
+    )
 
     # The HTTP server.
     host: str = Field("127.0.0.1", description="Address `tuwen serve` listens on (0.0.0.0 in containers).")
@@ -155,6 +185,16 @@ class Settings(BaseSettings):
                 f"TUWEN_MAX_QUEUE ({self.max_queue}) must be at least TUWEN_MAX_TEXTS ({self.max_texts}) "
                 f"and TUWEN_MAX_IMAGES ({self.max_images})"
             )
+        per_tenant = self.max_queue_per_tenant
+        if (
+            per_tenant is not None
+            and not max(self.max_texts, self.max_images) <= per_tenant <= self.max_queue
+        ):
+            raise ValueError(
+                f"TUWEN_MAX_QUEUE_PER_TENANT ({per_tenant}) must be at most TUWEN_MAX_QUEUE ({self.max_queue}) "
+                f"and at least TUWEN_MAX_TEXTS ({self.max_texts}) and TUWEN_MAX_IMAGES ({self.max_images})"
+            )
+        self.tenant_rate_limits()
         return self
 
     @property
@@ -164,6 +204,42 @@ class Settings(BaseSettings):
     @property
     def resolved_thumbnail_dir(self) -> Path:
         return self.thumbnail_dir or self.data_dir / "thumbnails"
+
+    @property
+    def queue_per_tenant(self) -> int:
+        """MAX_QUEUE_PER_TENANT, or its default: half the queue, but room for the largest request."""
+        if self.max_queue_per_tenant is not None:
+            return self.max_queue_per_tenant
+        return max(self.max_queue // 2, self.max_texts, self.max_images)
+
+    def tenant_rate_limits(self) -> dict[str, float]:
+        """TUWEN_RATE_LIMITS as tenant → requests per second."""
+        limits: dict[str, float] = {}
+        for chunk in self.rate_limits.split(","):
+            if not chunk.strip():
+                continue
+            tenant, sep, rate = (part.strip() for part in chunk.rpartition(":"))
+            try:
+                rps = float(rate)
+            except ValueError:
+                rps = -1.0
+            if not sep or not tenant or not (0 <= rps < float("inf")):
+                raise ValueError(
+                    f"TUWEN_RATE_LIMITS: each entry must be tenant:rps with rps >= 0, got {chunk!r}"
+                )
+            if tenant in limits:
+                raise ValueError(f"TUWEN_RATE_LIMITS: tenant {tenant!r} is listed twice")
+            limits[tenant] = rps
+        # A misspelt tenant would silently keep the default rate: refuse names no request can have
+        # (without API keys every request is tenant `default`).
+        known = set(self.api_key_tenants().values()) or {"default"}
+        unknown = sorted(set(limits) - known)
+        if unknown:
+            raise ValueError(
+                f"TUWEN_RATE_LIMITS names tenants no API key maps to: {unknown}; "
+                "check the spelling against TUWEN_API_KEYS / TUWEN_API_KEYS_FILE"
+            )
+        return limits
 
     def api_key_tenants(self) -> dict[str, str]:
         """Configured API keys → tenant. Empty means the API is open (everyone is tenant ``default``)."""

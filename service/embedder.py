@@ -19,6 +19,7 @@ from PIL import Image
 from service.batching import Batcher, BatchMetrics, Embedded
 from service.preprocessing.image import ImageSpec, decode_image, preprocess
 from service.preprocessing.text import ChineseTokenizer
+from service.security import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from service.engines import Towers
@@ -30,6 +31,7 @@ class BatchSettings:
     max_batch_image: int
     wait_ms: float
     max_queue: int
+    max_queue_per_tenant: int | None = None  # None = max_queue
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Embedder:
             max_batch=batch.max_batch_text,
             wait_ms=batch.wait_ms,
             max_queue=batch.max_queue,
+            max_queue_per_tenant=batch.max_queue_per_tenant,
             metrics=metrics,
         )
         self.image_batcher: Batcher[np.ndarray] = Batcher(
@@ -92,6 +95,7 @@ class Embedder:
             max_batch=batch.max_batch_image,
             wait_ms=batch.wait_ms,
             max_queue=batch.max_queue,
+            max_queue_per_tenant=batch.max_queue_per_tenant,
             metrics=metrics,
         )
 
@@ -111,22 +115,25 @@ class Embedder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self._tokenizer.encode(list(texts))]
 
-    async def embed_texts(self, texts: Sequence[str]) -> Embeddings:
+    async def embed_texts(self, texts: Sequence[str], tenant: str = DEFAULT_TENANT) -> Embeddings:
+        """``tenant``: whose turn the inputs take in the batch queue (tenants share batches fairly)."""
         encoded = await self.in_thread(self._tokenizer.encode, list(texts))
-        rows = await self.text_batcher.submit(encoded)
+        rows = await self.text_batcher.submit(encoded, tenant)
         return Embeddings(np.stack([r.vector for r in rows]), Timing.of(rows))
 
     async def decode(self, data: bytes) -> DecodedImage:
         """Decode and preprocess one image off the loop; raises ImageError for bad input."""
         return await self.in_thread(self._decode, data)
 
-    async def embed_decoded(self, images: Sequence[DecodedImage]) -> Embeddings:
-        rows = await self.image_batcher.submit([img.pixels for img in images])
+    async def embed_decoded(self, images: Sequence[DecodedImage], tenant: str = DEFAULT_TENANT) -> Embeddings:
+        rows = await self.image_batcher.submit([img.pixels for img in images], tenant)
         return Embeddings(np.stack([r.vector for r in rows]), Timing.of(rows))
 
-    async def embed_images(self, datas: Sequence[bytes]) -> tuple[Embeddings, list[DecodedImage]]:
+    async def embed_images(
+        self, datas: Sequence[bytes], tenant: str = DEFAULT_TENANT
+    ) -> tuple[Embeddings, list[DecodedImage]]:
         decoded = list(await asyncio.gather(*(self.decode(d) for d in datas)))
-        return await self.embed_decoded(decoded), decoded
+        return await self.embed_decoded(decoded, tenant), decoded
 
     def _decode(self, data: bytes) -> DecodedImage:
         image = decode_image(

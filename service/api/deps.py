@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 
 from service.api.errors import ApiError
 from service.api.state import Services
+from service.ratelimit import retry_after_seconds
 from service.security import presented_key
 
 # Both dependencies are `async def` although they never await: they only read app state and compare a key
@@ -42,3 +43,21 @@ async def current_tenant(
 
 
 TenantDep = Annotated[str, Depends(current_tenant)]
+
+
+async def rate_limited_tenant(services: ServicesDep, tenant: TenantDep) -> str:
+    """The tenant, once its request fits its rate (TUWEN_RATE_LIMIT / TUWEN_RATE_LIMITS); else 429."""
+    wait = services.rate_limiter.acquire(tenant)
+    if wait > 0:
+        seconds = retry_after_seconds(wait)
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this tenant's requests are over its rate limit; retry in {seconds} s",
+            {"Retry-After": str(seconds)},
+        )
+    return tenant
+
+
+# For the endpoints that cost inference; reads and deletes are not rate limited.
+RateLimitedTenantDep = Annotated[str, Depends(rate_limited_tenant)]

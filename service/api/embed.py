@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from service.api.deps import ServicesDep, TenantDep
+from service.api.deps import RateLimitedTenantDep, ServicesDep
 from service.api.errors import ApiError
 from service.api.forms import JSON, MULTIPART, body_doc, form_files, json_body, multipart, require_media_type
 from service.api.middleware import record_timing
@@ -24,17 +24,17 @@ def record(embeddings: Embeddings) -> None:
 
 
 @router.post("/embed", response_model=EmbedResponse, openapi_extra=_BODY, summary="Embed texts or images")
-async def embed(request: Request, services: ServicesDep, _tenant: TenantDep) -> EmbedResponse:
+async def embed(request: Request, services: ServicesDep, tenant: RateLimitedTenantDep) -> EmbedResponse:
     kind = require_media_type(request, JSON, MULTIPART)
     limits = services.limits
     if kind == JSON:
         body = await json_body(request, EmbedTextsRequest)
-        result = await services.embedder.embed_texts(limits.texts(body.texts))
+        result = await services.embedder.embed_texts(limits.texts(body.texts), tenant)
     else:
         form = await multipart(request, max_files=limits.max_images)
         uploads = form_files(form, "images")
         if not uploads:
             raise ApiError(422, "invalid_request", "send one or more image files in the form field 'images'")
-        result, _ = await services.embedder.embed_images([await f.read() for f in uploads])
+        result, _ = await services.embedder.embed_images([await f.read() for f in uploads], tenant)
     record(result)
     return EmbedResponse(model=services.model, dim=services.dim, embeddings=result.vectors.tolist())

@@ -20,6 +20,11 @@ from service.store.filters import FILTER_ERROR
 log = logging.getLogger("tuwen.api")
 
 RETRY_AFTER_SECONDS = 5
+# Validation error types that are API error codes of their own; any other validation error is
+# `invalid_request`. The filter's is defined with the filter (service.store.filters).
+INVALID_ID = "invalid_id"
+INVALID_METADATA = "invalid_metadata"
+_OWN_CODES = (FILTER_ERROR, INVALID_ID, INVALID_METADATA)
 
 
 class ApiError(Exception):
@@ -78,8 +83,9 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = list(exc.errors())
-        # Filters report their own error type (service.store.filters): give clients that stable code.
-        code = "invalid_filter" if any(e.get("type") == FILTER_ERROR for e in errors) else "invalid_request"
+        code = next((e["type"] for e in errors if e.get("type") in _OWN_CODES), None)
+        if code is None:  # e.g. an unknown filter op: pydantic's own error type, inside the filter
+            code = "invalid_filter" if any("filter" in e.get("loc", ()) for e in errors) else "invalid_request"
         return error_response(422, code, _describe_validation(errors))
 
     @app.exception_handler(StarletteHTTPException)
@@ -115,7 +121,9 @@ def install_error_handlers(app: FastAPI) -> None:
             {"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", "internal error; the server log has the details")
+    # A genuine fault (an exception no handler above knows) is answered by RequestMiddleware, not by an
+    # `Exception` handler here: Starlette re-raises after such a handler runs, and the server then drops the
+    # client's keep-alive connection.
+
+
+INTERNAL_ERROR = (500, "internal_error", "internal error; the server log has the details")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -23,7 +21,7 @@ async def readyz(request: Request) -> JSONResponse:
     if services is None:
         body = Readiness(ready=False, engines=False, store=False, detail="starting")
         return JSONResponse(body.model_dump(), status_code=503)
-    store_ok = await asyncio.to_thread(services.store.ping)
+    store_ok = await services.store.ready()
     ready = services.engines_warm and store_ok
     services.metrics.ready.set(1 if ready else 0)
     body = Readiness(

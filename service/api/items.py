@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from service.api.deps import ServicesDep, TenantDep
+from service.api.deps import RateLimitedTenantDep, ServicesDep, TenantDep
 from service.api.embed import record
 from service.api.errors import ApiError
 from service.api.forms import (
@@ -23,49 +23,39 @@ from service.api.forms import (
     json_body,
     multipart,
     require_media_type,
+    validate_value,
 )
 from service.api.schemas import (
     DeleteResponse,
+    ItemId,
     ItemResponse,
-    Kind,
     Limits,
+    MetadataIn,
     TextItemsRequest,
     UpsertResponse,
 )
 from service.api.search import thumbnail_url
 from service.api.state import Services
 from service.store import Item
-from service.store.schema import ID_MAX_BYTES
+from service.store.schema import ID_MAX_BYTES, Kind
 from service.thumbnails import MEDIA_TYPE
 
 router = APIRouter(tags=["items"])
 
 _FORM_FIELDS = {
     "image": {"type": "string", "format": "binary"},
-    "id": {"type": "string", "maxLength": ID_MAX_BYTES},
+    "id": {"type": "string", "minLength": 1, "maxLength": ID_MAX_BYTES},
     "metadata": {"type": "string", "description": "a JSON object"},
 }
-ItemIdPath = Annotated[str, Path(min_length=1, max_length=ID_MAX_BYTES)]
-
-
-def _check_id(item_id: Any, where: str = "id") -> str:
-    if not isinstance(item_id, str) or not item_id.strip():
-        raise ApiError(422, "invalid_request", f"{where} is required: a non-empty string")
-    if len(item_id.encode()) > ID_MAX_BYTES or any(ord(c) < 32 or ord(c) == 127 for c in item_id):
-        raise ApiError(
-            422,
-            "invalid_id",
-            f"{where} must be at most {ID_MAX_BYTES} bytes of UTF-8 without control characters",
-        )
-    return item_id
+_ID_DOC = "the item's id; any id, '/' included (percent-encode what a URL cannot carry)"
+ItemIdPath = Annotated[ItemId, Path(description=_ID_DOC)]
+ItemIdQuery = Annotated[ItemId, Query(description=_ID_DOC)]
 
 
 def _check_metadata(limits: Limits, metadata: Any, where: str = "metadata") -> dict[str, Any]:
     if metadata is None:
         return {}
-    if not isinstance(metadata, dict):
-        raise ApiError(422, "invalid_request", f"{where} must be a JSON object")
-    return limits.metadata(metadata, where)
+    return limits.metadata(validate_value(MetadataIn, metadata, where), where)
 
 
 @router.post(
@@ -74,16 +64,18 @@ def _check_metadata(limits: Limits, metadata: Any, where: str = "metadata") -> d
     openapi_extra=body_doc(TextItemsRequest, _FORM_FIELDS),
     summary="Ingest an image (multipart) or texts (JSON); replaces items with the same id",
 )
-async def upsert_items(request: Request, services: ServicesDep, tenant: TenantDep) -> UpsertResponse:
+async def upsert_items(
+    request: Request, services: ServicesDep, tenant: RateLimitedTenantDep
+) -> UpsertResponse:
     if require_media_type(request, JSON, MULTIPART) == JSON:
         return await _upsert_texts(services, tenant, await json_body(request, TextItemsRequest))
     form = await multipart(request, max_files=1)
-    item_id = _check_id(form_text(form, "id"))
+    item_id = validate_value(ItemId, form_text(form, "id"), "id")
     metadata = _check_metadata(services.limits, form_json(form, "metadata"))
     files = form_files(form, "image")
     if not files:
         raise ApiError(422, "invalid_request", "send the image as the form file 'image'")
-    embedded, decoded = await services.embedder.embed_images([await files[0].read()])
+    embedded, decoded = await services.embedder.embed_images([await files[0].read()], tenant)
     record(embedded)
     thumbnail = await services.embedder.in_thread(services.thumbnails.render, decoded[0].image)
     item = Item(id=item_id, vector=embedded.vectors[0].tolist(), tenant=tenant, metadata=metadata)
@@ -101,13 +93,12 @@ async def _upsert_texts(services: Services, tenant: str, body: TextItemsRequest)
             f"{len(body.items)} items in one request; at most {limits.max_texts} (TUWEN_MAX_TEXTS)",
         )
     for i, entry in enumerate(body.items):
-        _check_id(entry.id, f"items[{i}].id")
         limits.text(entry.text, f"items[{i}].text")
-        _check_metadata(limits, entry.metadata, f"items[{i}].metadata")
+        limits.metadata(entry.metadata, f"items[{i}].metadata")
     ids = [entry.id for entry in body.items]
     if len(set(ids)) != len(ids):
         raise ApiError(422, "duplicate_id", "each id may appear once per request")
-    embedded = await services.embedder.embed_texts([entry.text for entry in body.items])
+    embedded = await services.embedder.embed_texts([entry.text for entry in body.items], tenant)
     record(embedded)
     items = [
         Item(id=entry.id, vector=vector.tolist(), tenant=tenant, metadata=entry.metadata, text=entry.text)
@@ -117,7 +108,53 @@ async def _upsert_texts(services: Services, tenant: str, body: TextItemsRequest)
     return UpsertResponse(kind="text", ids=ids)
 
 
-@router.get("/items/{kind}/{item_id}", response_model=ItemResponse, summary="Read one item")
+# Ids may contain '/', so the path form takes the rest of the path (`{item_id:path}`); the query form
+# (`?id=`) addresses every id, including those a URL path cannot carry unchanged (`.`/`..` segments, which
+# clients normalise away). The legacy one-segment thumbnail route is declared first so that it keeps winning
+# over the item route for `/items/image/<id>/thumbnail`.
+
+
+@router.get(
+    "/thumbnails",
+    response_class=Response,
+    responses={200: {"content": {MEDIA_TYPE: {}}}},
+    summary="An ingested image's thumbnail (JPEG)",
+)
+async def thumbnail(
+    item_id: Annotated[ItemId, Query(alias="id")], services: ServicesDep, tenant: TenantDep
+) -> Response:
+    data = await services.embedder.in_thread(services.thumbnails.get, tenant, item_id)
+    if data is None:
+        raise ApiError(404, "not_found", f"no thumbnail for image {item_id!r}")
+    return Response(data, media_type=MEDIA_TYPE, headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get(
+    "/items/image/{item_id}/thumbnail",
+    response_class=Response,
+    responses={200: {"content": {MEDIA_TYPE: {}}}},
+    summary="An image's thumbnail by a one-segment id (deprecated: use GET /thumbnails?id=)",
+    deprecated=True,
+)
+async def legacy_thumbnail(item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep) -> Response:
+    return await thumbnail(item_id, services, tenant)
+
+
+@router.get("/items/{kind}", response_model=ItemResponse, summary="Read one item (any id)")
+async def get_item_by_query(
+    kind: Kind, item_id: Annotated[ItemId, Query(alias="id")], services: ServicesDep, tenant: TenantDep
+) -> ItemResponse:
+    return await get_item(kind, item_id, services, tenant)
+
+
+@router.delete("/items/{kind}", response_model=DeleteResponse, summary="Remove one item (any id)")
+async def delete_item_by_query(
+    kind: Kind, item_id: Annotated[ItemId, Query(alias="id")], services: ServicesDep, tenant: TenantDep
+) -> DeleteResponse:
+    return await delete_item(kind, item_id, services, tenant)
+
+
+@router.get("/items/{kind}/{item_id:path}", response_model=ItemResponse, summary="Read one item")
 async def get_item(kind: Kind, item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep) -> ItemResponse:
     item = await services.store.run("get", lambda store: store.get(kind, item_id, tenant))
     if item is None:
@@ -132,7 +169,7 @@ async def get_item(kind: Kind, item_id: ItemIdPath, services: ServicesDep, tenan
     )
 
 
-@router.delete("/items/{kind}/{item_id}", response_model=DeleteResponse, summary="Remove one item")
+@router.delete("/items/{kind}/{item_id:path}", response_model=DeleteResponse, summary="Remove one item")
 async def delete_item(
     kind: Kind, item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep
 ) -> DeleteResponse:
@@ -142,16 +179,3 @@ async def delete_item(
     if kind == "image":
         await services.embedder.in_thread(services.thumbnails.delete, tenant, item_id)
     return DeleteResponse(kind=kind, id=item_id, deleted=True)
-
-
-@router.get(
-    "/items/image/{item_id}/thumbnail",
-    response_class=Response,
-    responses={200: {"content": {MEDIA_TYPE: {}}}},
-    summary="An ingested image's thumbnail (JPEG)",
-)
-async def thumbnail(item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep) -> Response:
-    data = await services.embedder.in_thread(services.thumbnails.get, tenant, item_id)
-    if data is None:
-        raise ApiError(404, "not_found", f"no thumbnail for image {item_id!r}")
-    return Response(data, media_type=MEDIA_TYPE, headers={"Cache-Control": "private, max-age=60"})

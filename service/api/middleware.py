@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import contextvars
 import json
+import logging
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.api.errors import INTERNAL_ERROR
 from service.metrics import Metrics
+
+log = logging.getLogger("tuwen.api")
 
 # Stage timings of the current request, filled by the endpoints ("queue", 0.0012), read at response start.
 _timings: contextvars.ContextVar[list[tuple[str, float]] | None] = contextvars.ContextVar(
@@ -28,19 +32,20 @@ def _server_timing(timings: list[tuple[str, float]]) -> bytes:
     return ", ".join(f"{name};dur={seconds * 1000:.2f}" for name, seconds in timings).encode()
 
 
-def _too_large(limit: int) -> tuple[Message, Message]:
-    body = json.dumps(
-        {
-            "code": "body_too_large",
-            "message": f"the request body is over {limit} bytes (TUWEN_MAX_UPLOAD_BYTES)",
-        }
-    ).encode()
+def _json_response(status: int, code: str, message: str) -> tuple[Message, Message]:
+    body = json.dumps({"code": code, "message": message}).encode()
     start = {
         "type": "http.response.start",
-        "status": 413,
+        "status": status,
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
     }
     return start, {"type": "http.response.body", "body": body}
+
+
+def _too_large(limit: int) -> tuple[Message, Message]:
+    return _json_response(
+        413, "body_too_large", f"the request body is over {limit} bytes (TUWEN_MAX_UPLOAD_BYTES)"
+    )
 
 
 class RequestMiddleware:
@@ -111,6 +116,11 @@ class RequestMiddleware:
             except _BodyTooLarge:
                 if not response_started:
                     await reply(*_too_large(limit))
+            except Exception:
+                # Answered here, not re-raised: the connection stays usable for the client's next request.
+                log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+                if not response_started:
+                    await reply(*_json_response(*INTERNAL_ERROR))
         finally:
             _timings.reset(token)
             route = scope.get("route")

@@ -11,7 +11,7 @@ import base64
 import numpy as np
 from fastapi import APIRouter
 
-from service.api.deps import ServicesDep, TenantDep
+from service.api.deps import RateLimitedTenantDep, ServicesDep
 from service.api.embed import record
 from service.api.errors import ApiError
 from service.api.schemas import (
@@ -28,7 +28,7 @@ router = APIRouter(tags=["openai"])
     "/v1/embeddings", response_model=OpenAIEmbeddingsResponse, summary="OpenAI-compatible text embeddings"
 )
 async def embeddings(
-    body: OpenAIEmbeddingsRequest, services: ServicesDep, _tenant: TenantDep
+    body: OpenAIEmbeddingsRequest, services: ServicesDep, tenant: RateLimitedTenantDep
 ) -> OpenAIEmbeddingsResponse:
     if body.model not in (None, "", services.model):
         raise ApiError(
@@ -37,7 +37,7 @@ async def embeddings(
     if body.dimensions not in (None, services.dim):
         raise ApiError(422, "invalid_request", f"dimensions must be {services.dim} for {services.model!r}")
     texts = services.limits.texts([body.input] if isinstance(body.input, str) else body.input)
-    result = await services.embedder.embed_texts(texts)
+    result = await services.embedder.embed_texts(texts, tenant)
     record(result)
     tokens = sum(await services.embedder.in_thread(services.embedder.count_tokens, texts))
     return OpenAIEmbeddingsResponse(

@@ -9,15 +9,41 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
-from service.api.errors import ApiError
+from service.api.errors import INVALID_ID, INVALID_METADATA, ApiError
 from service.config import Settings
 from service.store.filters import Filter
+from service.store.schema import ID_MAX_BYTES, Kind, id_problem, metadata_problem
 
-Kind = Literal["image", "text"]
-ItemId = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+def _valid_id(value: str) -> str:
+    if (problem := id_problem(value)) is not None:
+        raise PydanticCustomError(INVALID_ID, problem)
+    return value
+
+
+def _valid_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if (problem := metadata_problem(value)) is not None:
+        raise PydanticCustomError(INVALID_METADATA, problem)
+    return value
+
+
+ItemId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=ID_MAX_BYTES,
+        description=f"Any text of 1–{ID_MAX_BYTES} bytes of UTF-8 without control characters; "
+        "'/' and every other character are allowed.",
+        examples=["2024/trip/cat.jpg"],
+    ),
+    AfterValidator(_valid_id),
+]
 Metadata = dict[str, Any]
+# Metadata as a request sends it: JSON that Milvus can store (64-bit integers, finite numbers, bounded depth).
+MetadataIn = Annotated[dict[str, Any], AfterValidator(_valid_metadata)]
 
 
 class _Strict(BaseModel):
@@ -63,7 +89,7 @@ class SearchResponse(BaseModel):
 class TextItem(_Strict):
     id: ItemId
     text: str
-    metadata: Metadata = Field(default_factory=dict)
+    metadata: MetadataIn = Field(default_factory=dict)
 
 
 class TextItemsRequest(_Strict):

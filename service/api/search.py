@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 
-from service.api.deps import ServicesDep, TenantDep
+from service.api.deps import RateLimitedTenantDep, ServicesDep
 from service.api.embed import record
 from service.api.errors import ApiError
 from service.api.forms import (
@@ -39,13 +40,12 @@ _BODY = body_doc(SearchRequest, _FORM_FIELDS)
 
 
 def thumbnail_url(item_id: str) -> str:
-    from urllib.parse import quote
-
-    return f"/items/image/{quote(item_id, safe='')}/thumbnail"
+    """The query form addresses every id ('/', '..', '%' included); a path could not (clients normalise it)."""
+    return f"/thumbnails?id={quote(item_id, safe='')}"
 
 
 @router.post("/search", response_model=SearchResponse, openapi_extra=_BODY, summary="Search images or texts")
-async def search(request: Request, services: ServicesDep, tenant: TenantDep) -> SearchResponse:
+async def search(request: Request, services: ServicesDep, tenant: RateLimitedTenantDep) -> SearchResponse:
     image: bytes | None = None
     if require_media_type(request, JSON, MULTIPART) == JSON:
         query = await json_body(request, SearchRequest)
@@ -61,7 +61,7 @@ async def search(request: Request, services: ServicesDep, tenant: TenantDep) -> 
         if files:
             image = await files[0].read()
     services.limits.top_k(query.top_k)
-    vector = await _query_vector(services, query, image)
+    vector = await _query_vector(services, query, image, tenant)
     hits = await services.store.search(query.target, vector.tolist(), query.top_k, query.filter, tenant)
     return SearchResponse(
         model=services.model,
@@ -79,16 +79,16 @@ async def search(request: Request, services: ServicesDep, tenant: TenantDep) -> 
     )
 
 
-async def _query_vector(services: Services, query: SearchRequest, image: bytes | None):  # type: ignore[no-untyped-def]
+async def _query_vector(services: Services, query: SearchRequest, image: bytes | None, tenant: str):  # type: ignore[no-untyped-def]
     if query.text is None and image is None:
         raise ApiError(422, "invalid_request", "give a query: a 'text', an 'image' file, or both")
     text_vec = image_vec = None
     if query.text is not None:
-        embedded = await services.embedder.embed_texts([services.limits.text(query.text)])
+        embedded = await services.embedder.embed_texts([services.limits.text(query.text)], tenant)
         record(embedded)
         text_vec = embedded.vectors[0]
     if image is not None:
-        embedded, _ = await services.embedder.embed_images([image])
+        embedded, _ = await services.embedder.embed_images([image], tenant)
         record(embedded)
         image_vec = embedded.vectors[0]
     if text_vec is not None and image_vec is not None:

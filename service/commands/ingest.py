@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.cli import CommandError
+from service.commands.errors import CommandError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 TEXT_BATCH = 32
@@ -61,6 +61,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--report", type=Path, help="JSONL of failures (default: SOURCE.failures.jsonl)")
     p.add_argument("--wait", type=float, default=0, help="wait up to this many seconds for /readyz first")
+    p.add_argument(
+        "--retry-for",
+        type=float,
+        default=300,
+        help="keep retrying an item the service answers 429/503 for (or cannot be reached) this many seconds "
+        "(default %(default)s)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -75,7 +82,16 @@ def run(args: argparse.Namespace) -> int:
     jobs = [job for job in _jobs(source, args.split, args.captions) if _key(job) not in done]
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     failures = asyncio.run(
-        _ingest(jobs, args.url, headers, args.concurrency, log_path, args.wait, not args.no_progress)
+        _ingest(
+            jobs,
+            args.url,
+            headers,
+            args.concurrency,
+            log_path,
+            args.wait,
+            not args.no_progress,
+            args.retry_for,
+        )
     )
     with open(report_path, "w", encoding="utf-8") as report:
         for failure in failures:
@@ -176,6 +192,7 @@ async def _ingest(
     log_path: Path,
     wait_s: float,
     progress: bool,
+    retry_for_s: float,
 ) -> list[dict[str, Any]]:
     import httpx
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -199,7 +216,7 @@ async def _ingest(
 
             async def one(job: Job) -> None:
                 async with semaphore:
-                    failure = await _send(client, job)
+                    failure = await _send(client, job, retry_for_s)
                 if failure is None:
                     log.write(_key(job) + "\n")
                     log.flush()
@@ -211,10 +228,15 @@ async def _ingest(
     return failures
 
 
-async def _send(client: Any, job: Job) -> dict[str, Any] | None:
+async def _send(client: Any, job: Job, retry_for_s: float) -> dict[str, Any] | None:
+    """POST one job; overload (429) and outages (503, connection errors) are retried, honouring
+    Retry-After, until ``retry_for_s`` has passed: a Milvus restart mid-ingest loses nothing."""
     import httpx
 
-    for attempt in range(5):
+    deadline = time.monotonic() + retry_for_s
+    attempt = 0
+    while True:
+        wait = min(2**attempt * 0.5, 8.0)
         try:
             if job.kind == "image":
                 response = await client.post(
@@ -235,8 +257,13 @@ async def _send(client: Any, job: Job) -> dict[str, Any] | None:
                 error = {"code": f"http_{response.status_code}", "message": response.text[:200]}
             if response.status_code not in (429, 503):  # only overload and outages are worth retrying
                 return {"kind": job.kind, "ids": job.ids, "status": response.status_code, **error}
-        await asyncio.sleep(min(2**attempt * 0.5, 8))
-    return {"kind": job.kind, "ids": job.ids, "status": None, **error}
+            retry_after = response.headers.get("retry-after", "")
+            if retry_after.isdigit():
+                wait = max(wait, float(retry_after))
+        if time.monotonic() + wait > deadline:
+            return {"kind": job.kind, "ids": job.ids, "status": None, **error}
+        await asyncio.sleep(wait)
+        attempt += 1
 
 
 async def _wait_ready(client: Any, wait_s: float) -> None:

@@ -153,8 +153,11 @@ class Filter(BaseModel):
 
 
 def literal(value: Any) -> str:
-    """A Milvus expression literal. Strings are JSON-escaped (quotes, backslashes, control characters),
-    which is exactly the escape syntax Milvus' expression grammar reads back."""
+    """A Milvus expression literal: the one escaping function every expression Tuwen sends is built with
+    (filters, primary-key reads and deletes). Strings are JSON-escaped (quotes, backslashes, control
+    characters), which is exactly the escape syntax Milvus' expression grammar reads back; tested on Milvus
+    Lite and the 2.3.5 server with quotes, brackets, backslashes, ``%``, ``/`` and non-BMP characters.
+    Never let a library format a string into an expression (pymilvus' ``ids=`` does, unescaped)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -166,13 +169,22 @@ def literal(value: Any) -> str:
     raise TypeError(f"no Milvus literal for {type(value).__name__}")
 
 
-def field_expression(field: str) -> str:
+def metadata_path(field: str) -> tuple[str, ...] | None:
+    """The metadata keys a filter field names (``a.b`` → ``("a", "b")``), or None for an item field
+    (``id``, ``created_at``). The one reading of field names: the compiler and the in-memory store use it."""
     if field in _TOP_LEVEL:
-        return field
+        return None
     segments = field.split(".")
     if segments[0] == "metadata" and len(segments) > 1:
         segments = segments[1:]
-    return "metadata" + "".join(f"[{literal(s)}]" for s in segments)
+    return tuple(segments)
+
+
+def field_expression(field: str) -> str:
+    path = metadata_path(field)
+    if path is None:
+        return field
+    return "metadata" + "".join(f"[{literal(s)}]" for s in path)
 
 
 def _condition(cond: Condition) -> str:
@@ -184,6 +196,12 @@ def _condition(cond: Condition) -> str:
         # Milvus Lite 3.x cannot put a JSON path left of `in`: spell it as equalities, which both read.
         return " or ".join(f"{lhs} == {literal(v)}" for v in cond.value)
     return f"{lhs} {_OPS[cond.op]} {literal(cond.value)}"
+
+
+def item_expression(pk: str, tenant: str) -> str:
+    """The expression selecting one item by primary key, and only within ``tenant`` (defence in depth: the
+    key already starts with the tenant). Primary keys are user input like any filter value."""
+    return f"pk == {literal(pk)} and tenant == {literal(tenant)}"
 
 
 def compile_filter(filter: Filter | None, tenant: str | None = None) -> str:

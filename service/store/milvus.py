@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
 import threading
 import time
@@ -39,22 +38,20 @@ from typing import Any
 
 from pymilvus import MilvusClient, MilvusException
 
-from service.store.errors import InvalidItem, SchemaMismatch, StoreError, StoreUnavailable
-from service.store.filters import Filter, compile_filter
+from service.store.errors import SchemaMismatch, StoreError, StoreUnavailable
+from service.store.filters import Filter, compile_filter, item_expression, literal
 from service.store.indexes import Deployment, IndexSpec, choose_index
 from service.store.local_server import LocalMilvusServer
 from service.store.schema import (
-    ID_MAX_BYTES,
     KINDS,
     SCHEMA_VERSION,
-    TENANT_PATTERN,
-    TEXT_MAX_BYTES,
     Kind,
     build_schema,
     collection_name,
     existing_layout,
     primary_key,
 )
+from service.store.validation import check_item, check_search, check_tenant
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +222,7 @@ class VectorStore:
             # for that, so that Session reads (which do not wait) see every acknowledged write.
             client.query(
                 name,
-                filter='pk == ""',
+                filter=f"pk == {literal('')}",
                 output_fields=["pk"],
                 limit=1,
                 consistency_level="Strong",
@@ -270,18 +267,16 @@ class VectorStore:
         rows = [self._row(kind, item if isinstance(item, Item) else Item(**item)) for item in items]
         if not rows:
             return 0
+        # The last of one call's items with the same id wins. Sent as they are, the 2.3.5 server would
+        # answer reads with the first and searches with the last (Milvus Lite keeps the last).
+        unique = list({row["pk"]: row for row in rows}.values())
         name = self._ensure(kind)
         with self._call(f"upsert into {name}") as client:
-            client.upsert(name, rows, timeout=self.timeout_s)
+            client.upsert(name, unique, timeout=self.timeout_s)
         return len(rows)
 
     def _row(self, kind: Kind, item: Item) -> dict[str, Any]:
-        _check_tenant(item.tenant)
-        if not item.id or len(item.id.encode()) > ID_MAX_BYTES:
-            raise InvalidItem(f"item id must be 1–{ID_MAX_BYTES} bytes of UTF-8, got {item.id[:40]!r}…")
-        vector = [float(x) for x in item.vector]
-        if len(vector) != self.dim or not all(math.isfinite(x) for x in vector):
-            raise InvalidItem(f"item {item.id!r}: vector must be {self.dim} finite floats, got {len(vector)}")
+        vector = check_item(kind, item, self.dim)
         row: dict[str, Any] = {
             "pk": primary_key(item.tenant, item.id),
             "id": item.id,
@@ -291,19 +286,18 @@ class VectorStore:
             "created_at": item.created_at if item.created_at is not None else int(time.time() * 1000),
         }
         if kind == "text":
-            if item.text is None or len(item.text.encode()) > TEXT_MAX_BYTES:
-                raise InvalidItem(f"text item {item.id!r} needs a text of at most {TEXT_MAX_BYTES} bytes")
             row["text"] = item.text
         return row
 
     def get(self, kind: Kind, id: str, tenant: str = DEFAULT_TENANT) -> Item | None:
-        _check_tenant(tenant)
+        check_tenant(tenant)
         name = self._ensure(kind)
         with self._call(f"get from {name}") as client:
-            rows = client.get(
+            rows = client.query(
                 name,
-                ids=[primary_key(tenant, id)],
+                filter=item_expression(primary_key(tenant, id), tenant),
                 output_fields=[*_OUTPUT[kind], "vector", "tenant"],
+                limit=1,
                 consistency_level=self.consistency_level,
                 timeout=self.timeout_s,
             )
@@ -324,13 +318,18 @@ class VectorStore:
         if self.get(kind, id, tenant) is None:
             return False
         name = self._ensure(kind)
-        pk = primary_key(tenant, id)
+        expression = item_expression(primary_key(tenant, id), tenant)
         with self._call(f"delete from {name}") as client:
-            client.delete(name, ids=[pk], timeout=self.timeout_s)
+            client.delete(name, filter=expression, timeout=self.timeout_s)
             # Milvus 2.3 does not report a delete's timestamp, so Session reads could still see the row:
             # one Strong read waits until the server has applied the delete, for every later read.
-            client.get(
-                name, ids=[pk], output_fields=["pk"], consistency_level="Strong", timeout=self.timeout_s
+            client.query(
+                name,
+                filter=expression,
+                output_fields=["pk"],
+                limit=1,
+                consistency_level="Strong",
+                timeout=self.timeout_s,
             )
         return True
 
@@ -343,12 +342,7 @@ class VectorStore:
         tenant: str = DEFAULT_TENANT,
     ) -> list[list[Hit]]:
         """Nearest items of ``tenant`` for each query vector (inner product, best first)."""
-        _check_tenant(tenant)
-        if not 1 <= top_k <= self.max_top_k:
-            raise InvalidItem(f"top_k must be between 1 and {self.max_top_k}, got {top_k}")
-        queries = [[float(x) for x in v] for v in vectors]
-        if not queries or any(len(q) != self.dim for q in queries):
-            raise InvalidItem(f"search needs one or more query vectors of dim {self.dim}")
+        queries = check_search(vectors, top_k, tenant, dim=self.dim, max_top_k=self.max_top_k)
         name = self._ensure(kind)
         with self._call(f"search {name}") as client:
             results = client.search(
@@ -373,13 +367,6 @@ def _hit(raw: Mapping[str, Any]) -> Hit:
         text=entity.get("text"),
         created_at=entity.get("created_at"),
     )
-
-
-def _check_tenant(tenant: str) -> None:
-    if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
-        raise InvalidItem(
-            f"tenant {tenant!r} must be 1–64 letters, digits, '_', '.' or '-' (it is part of the primary key)"
-        )
 
 
 def _is_unavailable(exc: BaseException) -> bool:

@@ -9,6 +9,7 @@ The collection description records model, kind and dim, checked before a collect
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any, Literal
 
@@ -34,6 +35,67 @@ def collection_name(model: str, kind: Kind) -> str:
 
 def description(model: str, kind: Kind, dim: int) -> str:
     return json.dumps({"tuwen_schema": SCHEMA_VERSION, "model": model, "kind": kind, "dim": dim})
+
+
+def id_problem(item_id: object) -> str | None:
+    """Why ``item_id`` cannot be an item id, or None. The one rule, checked at the API's edge and again by
+    the stores: any text of 1–256 bytes of UTF-8 that is not blank and has no control characters. ``/``,
+    quotes, brackets, backslashes and ``%`` are all fine: ids are data, never code or paths."""
+    if not isinstance(item_id, str) or not item_id.strip():
+        return "an item id must be a non-empty string"
+    if _bad_unicode(item_id):
+        return "an item id must be valid Unicode (it has an unpaired surrogate)"
+    if (size := len(item_id.encode())) > ID_MAX_BYTES:
+        return f"an item id must be at most {ID_MAX_BYTES} bytes of UTF-8, got {size}"
+    if any(ord(c) < 32 or ord(c) == 127 for c in item_id):
+        return "an item id must not contain control characters"
+    return None
+
+
+METADATA_MAX_DEPTH = 8
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def metadata_problem(value: object, depth: int = 0) -> str | None:
+    """Why ``value`` cannot be stored as item metadata (Milvus JSON), or None: a JSON object whose integers
+    fit in 64 bits, numbers are finite, strings are valid Unicode and nesting is at most 8 levels. Milvus
+    refuses the rest with an error that would otherwise surface as a server fault."""
+    if depth == 0 and not isinstance(value, dict):
+        return "metadata must be a JSON object"
+    if depth > METADATA_MAX_DEPTH:
+        return f"metadata is nested more than {METADATA_MAX_DEPTH} levels deep"
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str) or _bad_unicode(key):
+                return f"metadata key {key!r} must be valid Unicode text"
+            if (problem := metadata_problem(inner, depth + 1)) is not None:
+                return problem
+    elif isinstance(value, list):
+        for inner in value:
+            if (problem := metadata_problem(inner, depth + 1)) is not None:
+                return problem
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            return f"metadata integer {value} does not fit in 64 bits; send it as a string"
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return "metadata numbers must be finite (no NaN or Infinity)"
+    elif isinstance(value, str):
+        if _bad_unicode(value):
+            return "metadata strings must be valid Unicode (one has an unpaired surrogate)"
+    else:
+        return f"metadata values must be JSON, not {type(value).__name__}"
+    return None
+
+
+def _bad_unicode(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def primary_key(tenant: str, item_id: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 from PIL import Image
 
 from service.app import create_app
@@ -42,9 +43,8 @@ def free_port() -> int:
 def serve(settings: Settings, ready_timeout_s: float = 120) -> Iterator[str]:
     """Run ``create_app(settings)`` under uvicorn on a free loopback port; yields the base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -57,10 +57,20 @@ def serve(settings: Settings, ready_timeout_s: float = 120) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise TimeoutError("the test server did not start")
             time.sleep(0.05)
+        _apps[url] = app
         yield url
     finally:
+        _apps.pop(url, None)
         server.should_exit = True
         thread.join(timeout=60)
+
+
+_apps: dict[str, FastAPI] = {}
+
+
+def app_for(url: str) -> FastAPI:
+    """The app behind a URL that ``serve`` yielded (the server runs in this process), to reach its state."""
+    return _apps[url]
 
 
 def image_bytes(

@@ -230,7 +230,7 @@ def _bomb() -> bytes:
             "/search",
             {"json": {"text": "猫", "filter": [{"field": "color", "op": "like", "value": "x"}]}},
             422,
-            "invalid_request",
+            "invalid_filter",
         ),
         (
             "post",

@@ -150,3 +150,99 @@ def test_a_cancelled_request_does_not_break_the_others() -> None:
         assert all(1.0 not in c for c in calls)
 
     run_async(main())
+
+
+class GatedEngine:
+    """Records each batch and holds it in the engine until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[float]] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def __call__(self, batch: list[float]) -> np.ndarray:
+        self.calls.append(list(batch))
+        self.entered.set()
+        self.gate.wait(10)
+        return np.array([[x] for x in batch], dtype=np.float32)
+
+
+async def until(condition) -> None:  # type: ignore[no-untyped-def]
+    """Yield to the loop until ``condition()`` holds (run_async's limit catches a hang)."""
+    while not condition():
+        await asyncio.sleep(0.001)
+
+
+def test_a_flooding_tenant_delays_another_tenants_input_by_at_most_one_batch() -> None:
+    async def main() -> None:
+        engine = GatedEngine()
+        batcher = Batcher("text", engine, max_batch=8, wait_ms=0, max_queue=512, max_queue_per_tenant=256)
+        batcher.start()
+        flood = [
+            asyncio.ensure_future(batcher.submit([float(x) for x in range(k * 8, k * 8 + 8)], "a"))
+            for k in range(25)
+        ]
+        await until(engine.entered.is_set)  # a's first batch holds the engine
+        await until(lambda: batcher.depth == 200 - 8)  # the rest of a's 200 inputs wait
+        lone = asyncio.ensure_future(batcher.submit([-1.0], "b"))
+        await until(lambda: batcher.depth == 200 - 8 + 1)
+        engine.gate.set()
+        assert (await lone)[0].vector.tolist() == [-1.0]
+        flooded = await asyncio.gather(*flood)
+        await batcher.stop()
+        with_b = [i for i, batch in enumerate(engine.calls) if -1.0 in batch]
+        assert with_b == [1], f"b's input ran in batch {with_b} of {len(engine.calls)}"
+        assert [row.vector[0] for rows in flooded for row in rows] == list(range(200))  # a's own order kept
+        assert sum(len(batch) for batch in engine.calls) == 201
+
+    run_async(main())
+
+
+def test_a_tenant_over_its_share_is_refused_while_another_is_still_accepted() -> None:
+    async def main() -> None:
+        engine = GatedEngine()
+        metrics = Recorder()
+        batcher = Batcher(
+            "text", engine, max_batch=1, wait_ms=0, max_queue=10, max_queue_per_tenant=4, metrics=metrics
+        )
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([0.0], "a"))  # taken by the worker, blocks the engine
+        await until(engine.entered.is_set)
+        queued = asyncio.ensure_future(batcher.submit([1.0, 2.0, 3.0, 4.0], "a"))  # a's whole share
+        await until(lambda: batcher.depth == 4)
+        with pytest.raises(QueueFull, match="too many of your inputs") as refused:
+            await batcher.submit([5.0], "a")
+        assert refused.value.retry_after >= 1 and metrics.rejected == 1
+        other = asyncio.ensure_future(batcher.submit([6.0, 7.0, 8.0, 9.0], "b"))  # b has its own share
+        await until(lambda: batcher.depth == 8)
+        with pytest.raises(QueueFull, match="text queue full"):  # the global bound still holds
+            await batcher.submit([10.0, 11.0, 12.0], "c")
+        assert metrics.rejected == 2
+        engine.gate.set()
+        assert len(await first) == 1 and len(await queued) == 4 and len(await other) == 4
+        await batcher.stop()
+        # Round-robin after a's first input: a and b alternate.
+        assert [batch[0] for batch in engine.calls] == [0.0, 1.0, 6.0, 2.0, 7.0, 3.0, 8.0, 4.0, 9.0]
+
+    run_async(main())
+
+
+def test_a_cancelled_request_frees_its_tenants_share_at_once() -> None:
+    async def main() -> None:
+        engine = GatedEngine()
+        batcher = Batcher("text", engine, max_batch=1, wait_ms=0, max_queue=10, max_queue_per_tenant=3)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([0.0], "a"))
+        await until(engine.entered.is_set)
+        doomed = asyncio.ensure_future(batcher.submit([1.0, 2.0, 3.0], "a"))
+        await until(lambda: batcher.depth == 3)
+        doomed.cancel()
+        await until(lambda: batcher.depth == 0)
+        kept = asyncio.ensure_future(batcher.submit([4.0, 5.0, 6.0], "a"))  # would be refused were it held
+        await until(lambda: batcher.depth == 3)
+        engine.gate.set()
+        assert [r.vector[0] for r in await kept] == [4.0, 5.0, 6.0] and len(await first) == 1
+        await batcher.stop()
+        assert all(x not in batch for batch in engine.calls for x in (1.0, 2.0, 3.0))
+
+    run_async(main())

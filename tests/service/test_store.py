@@ -12,10 +12,12 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from service.store import Filter, InvalidItem, Item, SchemaMismatch, StoreUnavailable, VectorStore
 from service.store.local_server import LocalMilvusServer
-from service.store.schema import collection_name
+from service.store.schema import collection_name, id_problem
 from tests.milvus_server import milvus_server
 
 DIM = 16
@@ -234,3 +236,67 @@ def test_an_outage_raises_store_unavailable_and_the_store_recovers_without_a_res
     assert store.get("image", "after", tenant) is not None
     assert store.ping()
     store.close()
+
+
+# Ids the API accepts, chosen to break a careless expression: the report's injection, quotes, brackets,
+# backslashes (one broke pymilvus' `ids=` expression), `%`/`_` (LIKE wildcards), slashes, non-BMP text.
+HOSTILE_IDS = [
+    "a'] or pk like 'bob%' or pk in ['",
+    'a"] or pk != "',
+    "a\\",
+    "\\",
+    "\\'",
+    "2024/trip/cat.jpg",
+    "/leading/and/trailing/",
+    "50%_off",
+    "[x]",
+    "é中文😀\u2028",
+    " padded ",
+]
+
+
+def test_hostile_ids_address_exactly_their_own_item(store: VectorStore, tenant: str) -> None:
+    victim = f"{tenant}-bob"
+    store.upsert("text", [Item("secret", unit(9), victim, text="bob's")])
+    for n, item_id in enumerate(HOSTILE_IDS):
+        store.upsert("text", [Item(item_id, unit(n), tenant, {"n": n}, text=item_id)])
+    for n, item_id in enumerate(HOSTILE_IDS):
+        got = store.get("text", item_id, tenant)
+        assert got is not None and got.id == item_id and got.metadata == {"n": n}, item_id
+        assert store.get("text", item_id, victim) is None
+    for item_id in HOSTILE_IDS:
+        assert store.delete("text", item_id, tenant) is True, item_id
+        assert store.get("text", item_id, tenant) is None
+    # Nothing of the other tenant was read or deleted along the way.
+    kept = store.get("text", "secret", victim)
+    assert kept is not None and kept.text == "bob's"
+
+
+def _api_ids() -> st.SearchStrategy[str]:
+    awkward = st.text(alphabet="'\"\\[]()%_/ .*-=|&!aé中😀", min_size=1, max_size=24)
+    anything = st.text(st.characters(exclude_categories=["Cs", "Cc"]), min_size=1, max_size=40)
+    return st.one_of(awkward, anything).filter(lambda s: id_problem(s) is None)
+
+
+@settings(max_examples=25, deadline=None, database=None, derandomize=True)
+@given(item_id=_api_ids(), other_id=_api_ids())
+def test_any_accepted_id_round_trips_and_never_touches_another_tenant(
+    store: VectorStore, item_id: str, other_id: str
+) -> None:
+    assume(other_id != item_id)
+    mine, theirs = f"p{next(_tenants)}", f"p{next(_tenants)}"
+    store.upsert("image", [Item(item_id, unit(1), mine, {"who": "me"})])
+    # The other tenant has the same id and one more; neither may be touched by what `mine` does.
+    store.upsert("image", [Item(item_id, unit(1), theirs, {"who": "them"}), Item(other_id, unit(2), theirs)])
+    got = store.get("image", item_id, mine)
+    assert got is not None and (got.id, got.tenant, got.metadata) == (item_id, mine, {"who": "me"})
+    flt = Filter.model_validate([{"field": "id", "op": "eq", "value": item_id}])
+    assert ids(store.search("image", [unit(1)], top_k=5, filter=flt, tenant=mine)[0]) == [item_id]
+    assert store.delete("image", item_id, mine) is True
+    assert store.get("image", item_id, mine) is None
+    assert store.delete("image", item_id, mine) is False
+    assert sorted(ids(store.search("image", [unit(1)], top_k=5, tenant=theirs)[0])) == sorted(
+        {item_id, other_id}
+    )
+    theirs_item = store.get("image", item_id, theirs)
+    assert theirs_item is not None and theirs_item.metadata == {"who": "them"}
