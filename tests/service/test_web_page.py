@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.service.api_server import client, image_bytes, serve, settings_for, tiny_bundle
+from service.cli import main
+from tests.service.api_server import image_bytes, serve, settings_for, tiny_bundle
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -28,16 +28,16 @@ def test_a_text_search_shows_thumbnails_with_scores(tmp_path: Path) -> None:
         "绿色圆形": (20, 200, 20),
         "黄色方块": (230, 210, 0),
     }
+    # A photo library with sub-folders, loaded by `tuwen ingest`: ids are relative paths with '/'.
+    library = tmp_path / "photos"
+    for i, (name, rgb) in enumerate(colors.items()):
+        shape = "circle" if "圆" in name else "square"
+        path = library / f"album-{i % 2}" / "2024" / f"{name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image_bytes(rgb, size=96, shape=shape))
     with serve(settings_for(bundle, tmp_path / "data")) as base:
-        with client(base) as http:
-            for i, (name, rgb) in enumerate(colors.items()):
-                shape = "circle" if "圆" in name else "square"
-                r = http.post(
-                    "/items",
-                    data={"id": f"img-{i}", "metadata": json.dumps({"name": name}, ensure_ascii=False)},
-                    files={"image": ("x.png", image_bytes(rgb, size=96, shape=shape))},
-                )
-                assert r.status_code == 200, r.text
+        ingest = ["ingest", str(library), "--url", base, "--no-progress", "--log", str(tmp_path / "log")]
+        assert main([*ingest, "--report", str(tmp_path / "failures.jsonl")]) == 0
         with sync_playwright() as p:
             browser = p.chromium.launch(
                 executable_path=CHROMIUM,
@@ -50,6 +50,14 @@ def test_a_text_search_shows_thumbnails_with_scores(tmp_path: Path) -> None:
             page.wait_for_selector("#results .card img[src^='blob:']", timeout=20_000)
             cards = page.locator("#results .card")
             assert cards.count() == len(colors)
+            # Every thumbnail loaded, though every id has slashes in it.
+            page.wait_for_function(
+                "n => document.querySelectorAll(\"#results .card img[src^='blob:']\").length === n",
+                arg=len(colors),
+                timeout=20_000,
+            )
+            shown = set(page.locator("#results .id").all_inner_texts())
+            assert shown == {f"album-{i % 2}/2024/{name}.png" for i, name in enumerate(colors)}
             scores = [float(s) for s in page.locator("#results .score").all_inner_texts()]
             assert scores == sorted(scores, reverse=True)
             assert "结果" in page.inner_text("#status")
