@@ -122,6 +122,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         max_image_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,
         metrics=metrics,
+        cpu_threads=settings.cpu_threads,
         # 2x the model input keeps the final bicubic resize averaging; thumbnails need their own size
         decode_min_side=max(2 * bundle.image_spec().size, settings.thumbnail_size),
     )

@@ -13,6 +13,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.store.indexes import MAX_TOP_K, MILVUS_MAX_TOP_K
+from service.store.schema import TEXT_MAX_BYTES
+
 MiB = 1024 * 1024
 
 
@@ -39,6 +42,12 @@ class Settings(BaseSettings):
     )
     intra_op_threads: int | None = Field(
         None, ge=1, description="ONNX Runtime intra-op threads per tower (default: the runtime's choice)."
+    )
+    cpu_threads: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Threads for the CPU work around inference: tokenising, image decoding and thumbnails.",
     )
     ort_spin_wait: bool = Field(
         False,
@@ -195,6 +204,18 @@ class Settings(BaseSettings):
                 f"and at least TUWEN_MAX_TEXTS ({self.max_texts}) and TUWEN_MAX_IMAGES ({self.max_images})"
             )
         self.tenant_rate_limits()
+        # Limits that the store would refuse later, one request at a time: refuse them at start instead.
+        index_cap = MAX_TOP_K.get(self.milvus_index_type or "", MILVUS_MAX_TOP_K)
+        if self.max_top_k > index_cap:
+            raise ValueError(
+                f"TUWEN_MAX_TOP_K ({self.max_top_k}) is more than the index {self.milvus_index_type or 'default'} "
+                f"can return ({index_cap}); lower TUWEN_MAX_TOP_K"
+            )
+        if self.max_text_chars * 4 > TEXT_MAX_BYTES:  # 4 bytes: the longest UTF-8 character
+            raise ValueError(
+                f"TUWEN_MAX_TEXT_CHARS ({self.max_text_chars}) could exceed the store's text field "
+                f"({TEXT_MAX_BYTES} bytes of UTF-8); use at most {TEXT_MAX_BYTES // 4}"
+            )
         return self
 
     @property

@@ -166,3 +166,32 @@ def test_every_setting_is_documented() -> None:
         assert f"`{helm_key}`" in rows[env_name(field)], f"{env_name(field)}: the row must name {helm_key}"
     stale = sorted(set(rows) - {env_name(f) for f in FIELDS})
     assert stale == [], f"docs/deploy.md documents settings that no longer exist: {stale}"
+
+
+def _documented_default(field: str) -> str:
+    """How docs/deploy.md writes a setting's default: `unset` for None, `empty` for "" / {} / []."""
+    default = Settings.model_fields[field].get_default(call_default_factory=True)
+    if default is None:
+        return "unset"
+    if default in ("", {}, []):
+        return "empty"
+    if isinstance(default, bool):
+        return str(default).lower()
+    return str(default)
+
+
+def test_every_documented_default_is_the_settings_default() -> None:
+    docs = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    rows = {
+        m.group(1): m.group(2).strip()
+        for m in re.finditer(r"^\| `(TUWEN_[A-Z0-9_]+)` \|[^|]*\|([^|]*)\|", docs, re.MULTILINE)
+    }
+    wrong = {
+        env_name(f): (rows[env_name(f)], _documented_default(f))
+        for f in FIELDS
+        if rows.get(env_name(f))
+        not in (_documented_default(f), _documented_default(f).rstrip("0").rstrip("."))
+    }
+    assert wrong == {}, (
+        f"docs/deploy.md defaults differ from service.config.Settings (documented, actual): {wrong}"
+    )

@@ -50,3 +50,12 @@ def test_a_missing_keys_file_is_named(tmp_path: Path) -> None:
 def test_secrets_do_not_leak_into_reprs() -> None:
     settings = Settings(api_keys="s3cret:team", milvus_token="tok3n")
     assert "s3cret" not in repr(settings) and "tok3n" not in repr(settings)
+
+
+def test_limits_the_store_would_refuse_later_are_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="TUWEN_MAX_TOP_K"):
+        Settings(milvus_index_type="GPU_CAGRA", max_top_k=2000)
+    assert Settings(milvus_index_type="GPU_CAGRA", max_top_k=1024).max_top_k == 1024
+    with pytest.raises(ValueError, match="TUWEN_MAX_TEXT_CHARS"):
+        Settings(max_text_chars=2049)
+    assert Settings(max_text_chars=2048).max_text_chars == 2048
