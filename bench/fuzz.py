@@ -107,7 +107,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--max-examples", type=int, default=400, help="cases per operation and phase")
+    parser.add_argument("--max-examples", type=int, default=800, help="cases per operation and phase")
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--bundle", type=Path, default=ROOT / "bench" / "bundles" / "tiny-vit")
     args = parser.parse_args()
