@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint serve clean browser-deps demo-model
+.PHONY: venv test test-fast lint serve clean browser-deps demo-model
 
 venv: $(STAMP)
 
@@ -25,9 +25,17 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 test: lint browser-deps
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop (under 90 s on 2 cores): lint, then every test but the slow ones (servers, ONNX
+# exports, training runs) and the browser's. HTTP behaviour runs in-process on a fake engine and an
+# in-memory store (tests/service/fake_app.py); tests/service/test_store_contract.py keeps that store's
+# answers equal to Milvus's (Lite here, the 2.3.5 server too in `make test`).
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -83,7 +83,7 @@ def create_app(
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
     app.add_middleware(RequestMiddleware, max_body_bytes=settings.max_upload_bytes, metrics=metrics)
-    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]  # FastAPI's documented override hook
     return app
 
 

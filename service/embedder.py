@@ -8,10 +8,10 @@ their longest member (the engines take dynamic length).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar, TypeVarTuple
 
 import numpy as np
 from PIL import Image
@@ -23,6 +23,9 @@ from service.security import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from service.engines import Towers
+
+_T = TypeVar("_T")
+_Args = TypeVarTuple("_Args")
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ class Embedder:
         await self.image_batcher.stop()
         self._cpu.shutdown(wait=True)
 
-    async def in_thread(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def in_thread(self, fn: Callable[[*_Args], _T], *args: *_Args) -> _T:
         """Run blocking CPU work in the pool (thumbnails, decoding) without blocking the loop."""
         return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
 

@@ -31,6 +31,7 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.Capt
     assert str(missing) in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # a real ONNX export of a tiny model: ~10 s, more than the rest of this file
 def test_unreadable_image_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tests.bundles import make_tiny_bundle
 

@@ -85,7 +85,9 @@ def install_error_handlers(app: FastAPI) -> None:
         errors = list(exc.errors())
         code = next((e["type"] for e in errors if e.get("type") in _OWN_CODES), None)
         if code is None:  # e.g. an unknown filter op: pydantic's own error type, inside the filter
-            code = "invalid_filter" if any("filter" in e.get("loc", ()) for e in errors) else "invalid_request"
+            code = (
+                "invalid_filter" if any("filter" in e.get("loc", ()) for e in errors) else "invalid_request"
+            )
         return error_response(422, code, _describe_validation(errors))
 
     @app.exception_handler(StarletteHTTPException)

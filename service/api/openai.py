@@ -53,4 +53,5 @@ async def embeddings(
 def _encode(row: np.ndarray, encoding: str) -> list[float] | str:
     if encoding == "base64":
         return base64.b64encode(row.astype("<f4").tobytes()).decode()
-    return row.tolist()
+    values: list[float] = row.tolist()
+    return values

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 from fastapi import APIRouter, Request
 
 from service.api.deps import RateLimitedTenantDep, ServicesDep
@@ -79,10 +80,13 @@ async def search(request: Request, services: ServicesDep, tenant: RateLimitedTen
     )
 
 
-async def _query_vector(services: Services, query: SearchRequest, image: bytes | None, tenant: str):  # type: ignore[no-untyped-def]
+async def _query_vector(
+    services: Services, query: SearchRequest, image: bytes | None, tenant: str
+) -> np.ndarray:
     if query.text is None and image is None:
         raise ApiError(422, "invalid_request", "give a query: a 'text', an 'image' file, or both")
-    text_vec = image_vec = None
+    text_vec: np.ndarray | None = None
+    image_vec: np.ndarray | None = None
     if query.text is not None:
         embedded = await services.embedder.embed_texts([services.limits.text(query.text)], tenant)
         record(embedded)
@@ -93,4 +97,7 @@ async def _query_vector(services: Services, query: SearchRequest, image: bytes |
         image_vec = embedded.vectors[0]
     if text_vec is not None and image_vec is not None:
         return combine(text_vec, image_vec, query.text_weight)
-    return text_vec if text_vec is not None else image_vec
+    if text_vec is not None:
+        return text_vec
+    assert image_vec is not None  # the check above: a text, an image, or both
+    return image_vec

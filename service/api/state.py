@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from service.api.middleware import record_timing
 from service.api.schemas import Limits
@@ -21,6 +21,7 @@ from service.store.coalescing import SearchCoalescer
 from service.store.errors import StoreUnavailable
 from service.store.filters import Filter
 from service.store.milvus import Hit
+from service.store.protocol import SearchIndex
 from service.store.schema import Kind
 from service.thumbnails import ThumbnailStore
 
@@ -37,7 +38,7 @@ class StoreHandle:
     """
 
     def __init__(
-        self, store: Any, metrics: Metrics, *, search_max_batch: int = 64, deadline_s: float = 5.0
+        self, store: SearchIndex, metrics: Metrics, *, search_max_batch: int = 64, deadline_s: float = 5.0
     ) -> None:
         self.store = store
         self._metrics = metrics
@@ -55,7 +56,7 @@ class StoreHandle:
                 self.store.ensure_collections()
                 self._prepared = True
 
-    def call(self, op: str, fn: Callable[[Any], T]) -> T:
+    def call(self, op: str, fn: Callable[[SearchIndex], T]) -> T:
         started = time.perf_counter()
         try:
             self._prepare()
@@ -66,7 +67,7 @@ class StoreHandle:
         finally:
             self._metrics.milvus_seconds.labels(op).observe(time.perf_counter() - started)
 
-    async def _in_thread(self, op: str, fn: Callable[[Any], T]) -> T:
+    async def _in_thread(self, op: str, fn: Callable[[SearchIndex], T]) -> T:
         """``call`` in a store thread, given up after the deadline: the caller answers 503 in seconds while
         the thread finishes (or fails) on its own; a retried write is an idempotent upsert by id."""
         work = asyncio.get_running_loop().run_in_executor(self._executor, self.call, op, fn)
@@ -78,7 +79,7 @@ class StoreHandle:
                 f"Milvus did not answer within {self._deadline_s:g} s ({op}; TUWEN_MILVUS_TIMEOUT_S)"
             ) from None
 
-    async def run(self, op: str, fn: Callable[[Any], T]) -> T:
+    async def run(self, op: str, fn: Callable[[SearchIndex], T]) -> T:
         started = time.perf_counter()
         try:
             return await self._in_thread(op, fn)

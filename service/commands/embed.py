@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from service.commands.errors import CommandError
@@ -55,11 +56,12 @@ def _embed(args: argparse.Namespace) -> EmbedResult:
     return result
 
 
-def _checkpoint_embedder():  # type: ignore[no-untyped-def]
+def _checkpoint_embedder() -> Callable[..., EmbedResult]:
     found = [ep for ep in installed_entry_points("tuwen.embedders") if ep.name == "checkpoint"]
     if not found:
         raise CommandError(
             "--checkpoint needs the training package, which this install lacks (the runtime images carry"
             " only the service): use --bundle, or a source checkout with pip install '.[training]'"
         )
-    return found[0].load()
+    embedder: Callable[..., EmbedResult] = found[0].load()
+    return embedder

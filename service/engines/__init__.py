@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -125,14 +126,11 @@ def _load_onnxruntime(
         # fp16 halves memory traffic on GPUs; on CPUs it is slower than fp32 and int8 trades accuracy
         precision = "fp16" if use_gpu and "fp16" in bundle.precisions("text") else "fp32"
     # ONNX Runtime's TensorRT provider may run layers in fp16 only when fp16 was asked for
-    options = {
-        "use_gpu": use_gpu,
-        "threads": threads,
-        "trt_fp16": precision == "fp16",
-        "spin_wait": spin_wait,
-    }
-    text = OrtSession(bundle.file("text", precision), **options)
-    image = OrtSession(bundle.file("image", precision), **options)
+    open_session = partial(
+        OrtSession, use_gpu=use_gpu, threads=threads, trt_fp16=precision == "fp16", spin_wait=spin_wait
+    )
+    text = open_session(bundle.file("text", precision))
+    image = open_session(bundle.file("image", precision))
     return Towers(
         text=LengthGroupedText(OrtTextEngine(text)),
         image=OrtImageEngine(image),

@@ -79,7 +79,8 @@ class OrtSession:
         return list(self.session.get_providers())
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(None, {name: feeds[name] for name in self.input_names})[0]
+        out: np.ndarray = self.session.run(None, {name: feeds[name] for name in self.input_names})[0]
+        return out
 
 
 class OrtTextEngine:

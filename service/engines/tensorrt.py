@@ -29,7 +29,8 @@ def import_tensorrt() -> ModuleType:
             "TensorRT is not installed (pip install tensorrt from NVIDIA's index, or use an NVIDIA CUDA image); "
             "no engine was built"
         ) from exc
-    return tensorrt
+    module: ModuleType = tensorrt
+    return module
 
 
 def _cudart() -> Any:

@@ -9,7 +9,10 @@ sample shapes before it is recorded; nothing is written where there is no CUDA G
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 from service.bundle import TOWERS, Bundle, Tower
 from service.engines.cache import (
@@ -30,7 +33,15 @@ from service.engines.tensorrt import (
     import_tensorrt,
     target_name,
 )
-from service.engines.verify import compare, cpu_session, image_cases, require, session_runner, text_cases
+from service.engines.verify import (
+    Case,
+    compare,
+    cpu_session,
+    image_cases,
+    require,
+    session_runner,
+    text_cases,
+)
 
 FP16_THRESHOLD, FP32_THRESHOLD = 0.999, 0.9999
 WORKSPACE_BYTES = 4 << 30
@@ -82,6 +93,10 @@ class BuildResult:
     built: bool  # False: valid engines were already there and were kept
 
 
+def _run_plan(engine: PlanEngine, case: Case) -> np.ndarray:
+    return engine.run(dict(case.feeds))
+
+
 def build_engines(
     bundle: Bundle, cache_dir: Path, *, max_batch: int = 256, fp16: bool = False
 ) -> BuildResult:
@@ -119,7 +134,7 @@ def build_engines(
         check = compare(
             cases[tower],
             session_runner(cpu_session(onnx_path)),
-            lambda case, engine=engine: engine.run(dict(case.feeds)),
+            partial(_run_plan, engine),
             reference_name="onnxruntime fp32",
             threshold=FP16_THRESHOLD if fp16 else FP32_THRESHOLD,
         )

@@ -11,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.bundle import Verification
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 CLS_ID, SEP_ID, FIRST_WORD_ID = 101, 102, 672  # ids below 672 are special tokens and punctuation
 
@@ -86,7 +90,8 @@ def text_cases(
 def row_cosines(reference: np.ndarray, got: np.ndarray) -> np.ndarray:
     reference, got = reference.astype(np.float64), got.astype(np.float64)
     norms = np.linalg.norm(reference, axis=1) * np.linalg.norm(got, axis=1)
-    return (reference * got).sum(axis=1) / np.maximum(norms, 1e-12)
+    cosines: np.ndarray = (reference * got).sum(axis=1) / np.maximum(norms, 1e-12)
+    return cosines
 
 
 def compare(
@@ -123,7 +128,7 @@ def require(verification: Verification, what: str) -> None:
         )
 
 
-def cpu_session(path: Path, threads: int | None = None):  # type: ignore[no-untyped-def]
+def cpu_session(path: Path, threads: int | None = None) -> ort.InferenceSession:
     """An ONNX Runtime CPU session: export checks run where the export runs."""
     import onnxruntime as ort
 
@@ -133,9 +138,14 @@ def cpu_session(path: Path, threads: int | None = None):  # type: ignore[no-unty
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def session_runner(session) -> Callable[[Case], np.ndarray]:  # type: ignore[no-untyped-def]
+def session_runner(session: ort.InferenceSession) -> Callable[[Case], np.ndarray]:
     names = {i.name for i in session.get_inputs()}
-    return lambda case: session.run(None, {k: v for k, v in case.feeds.items() if k in names})[0]
+
+    def run(case: Case) -> np.ndarray:
+        out: np.ndarray = session.run(None, {k: v for k, v in case.feeds.items() if k in names})[0]
+        return out
+
+    return run
 
 
 def top_k_agreement(

@@ -138,13 +138,14 @@ def decode_image(
     Raises ``ImageError`` with a stable code.
     """
     if isinstance(data, Path):
+        path = data
         try:
-            size = data.stat().st_size
+            size = path.stat().st_size
             if max_bytes is not None and size > max_bytes:
-                raise ImageError("image_too_large", f"{data} is {size:,} bytes; the limit is {max_bytes:,}")
-            data = data.read_bytes()
+                raise ImageError("image_too_large", f"{path} is {size:,} bytes; the limit is {max_bytes:,}")
+            data = path.read_bytes()
         except OSError as e:
-            raise ImageError("image_unreadable", f"cannot read {data}: {e.strerror or e}") from e
+            raise ImageError("image_unreadable", f"cannot read {path}: {e.strerror or e}") from e
     if not data:
         raise ImageError("image_empty", "the image is empty (0 bytes)")
     if max_bytes is not None and len(data) > max_bytes:
@@ -182,7 +183,9 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     if icc:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            rgb = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            assert rgb is not None  # None only with inPlace=True
+            return rgb
         except (ImageCms.PyCMSError, OSError):
             pass  # a broken profile: fall back to Pillow's formula rather than refuse the image
     return image.convert("RGB")

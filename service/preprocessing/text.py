@@ -60,7 +60,7 @@ def _is_official_punctuation(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
 
 
-class _PythonBertRewrite(dict):
+class _PythonBertRewrite(dict[int, str | int | None]):
     """A ``str.translate`` table, filled lazily, mapping each code point to what the official Python
     tokenizer makes of it when the Rust normaliser might disagree (identity otherwise)."""
 
