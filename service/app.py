@@ -22,7 +22,7 @@ from service.api import embed, health, items, openai, search, web
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMiddleware
 from service.api.schemas import EmbedTextsRequest, Limits, SearchRequest, TextItemsRequest
-from service.api.state import Services, StoreHandle
+from service.api.state import Services
 from service.config import Settings
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
@@ -93,6 +93,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
     from service.embedder import BatchSettings, Embedder
     from service.engines import load_towers
     from service.store import VectorStore
+    from service.store.adapter import StoreAdapter
 
     bundle = Bundle.load(settings.bundle)
     towers = load_towers(
@@ -145,7 +146,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         model=bundle.model_name,
         dim=bundle.embed_dim,
         embedder=embedder,
-        store=StoreHandle(
+        store=StoreAdapter(
             store,
             metrics,
             search_max_batch=settings.search_max_batch,

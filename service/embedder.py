@@ -19,7 +19,7 @@ from PIL import Image
 from service.batching import Batcher, BatchMetrics, Embedded
 from service.preprocessing.image import ImageSpec, decode_image, preprocess
 from service.preprocessing.text import ChineseTokenizer
-from service.security import DEFAULT_TENANT
+from service.store.schema import DEFAULT_TENANT
 
 if TYPE_CHECKING:
     from service.engines import Towers

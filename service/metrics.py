@@ -65,6 +65,12 @@ class Metrics:
         self.ready = Gauge("tuwen_ready", "1 when engines are warm and Milvus answers, else 0.", registry=r)
 
     # The batcher's BatchMetrics protocol.
+    def store_call(self, op: str, seconds: float, *, failed: bool) -> None:
+        """One vector-store call (a deadline that ran out counts as a failed call)."""
+        self.milvus_seconds.labels(op).observe(seconds)
+        if failed:
+            self.milvus_errors.labels(op).inc()
+
     def batch_formed(
         self, tower: str, size: int, queue_seconds: Sequence[float], inference_seconds: float
     ) -> None:

@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import hmac
 
-from service.store.schema import TENANT_PATTERN
-
-DEFAULT_TENANT = "default"
+from service.store.schema import DEFAULT_TENANT, tenant_problem
 
 
 class ApiKeys:
     def __init__(self, key_tenants: dict[str, str]) -> None:
         for tenant in key_tenants.values():
-            if not TENANT_PATTERN.fullmatch(tenant):
-                raise ValueError(
-                    f"API key tenant {tenant!r}: use 1-64 letters, digits, '_', '.' or '-' (TUWEN_API_KEYS)"
-                )
+            if (problem := tenant_problem(tenant)) is not None:
+                raise ValueError(f"TUWEN_API_KEYS: {problem}")
         self._entries = [(key.encode(), tenant) for key, tenant in key_tenants.items()]
 
     @property

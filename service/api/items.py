@@ -25,6 +25,7 @@ from service.api.forms import (
     require_media_type,
     validate_value,
 )
+from service.api.middleware import timing
 from service.api.schemas import (
     DeleteResponse,
     ItemId,
@@ -79,7 +80,8 @@ async def upsert_items(
     record(embedded)
     thumbnail = await services.embedder.in_thread(services.thumbnails.render, decoded[0].image)
     item = Item(id=item_id, vector=embedded.vectors[0].tolist(), tenant=tenant, metadata=metadata)
-    await services.store.run("upsert", lambda store: store.upsert("image", [item]))
+    with timing("milvus-upsert"):
+        await services.store.upsert("image", [item])
     await services.embedder.in_thread(services.thumbnails.put, tenant, item_id, thumbnail)
     return UpsertResponse(kind="image", ids=[item_id])
 
@@ -104,7 +106,8 @@ async def _upsert_texts(services: Services, tenant: str, body: TextItemsRequest)
         Item(id=entry.id, vector=vector.tolist(), tenant=tenant, metadata=entry.metadata, text=entry.text)
         for entry, vector in zip(body.items, embedded.vectors, strict=True)
     ]
-    await services.store.run("upsert", lambda store: store.upsert("text", items))
+    with timing("milvus-upsert"):
+        await services.store.upsert("text", items)
     return UpsertResponse(kind="text", ids=ids)
 
 
@@ -156,7 +159,8 @@ async def delete_item_by_query(
 
 @router.get("/items/{kind}/{item_id:path}", response_model=ItemResponse, summary="Read one item")
 async def get_item(kind: Kind, item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep) -> ItemResponse:
-    item = await services.store.run("get", lambda store: store.get(kind, item_id, tenant))
+    with timing("milvus-get"):
+        item = await services.store.get(kind, item_id, tenant)
     if item is None:
         raise ApiError(404, "not_found", f"no {kind} item with id {item_id!r}")
     return ItemResponse(
@@ -173,7 +177,8 @@ async def get_item(kind: Kind, item_id: ItemIdPath, services: ServicesDep, tenan
 async def delete_item(
     kind: Kind, item_id: ItemIdPath, services: ServicesDep, tenant: TenantDep
 ) -> DeleteResponse:
-    deleted = await services.store.run("delete", lambda store: store.delete(kind, item_id, tenant))
+    with timing("milvus-delete"):
+        deleted = await services.store.delete(kind, item_id, tenant)
     if not deleted:
         raise ApiError(404, "not_found", f"no {kind} item with id {item_id!r}")
     if kind == "image":

@@ -4,10 +4,12 @@ streams in, not after it was read), request metrics by route template, and the `
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,6 +28,16 @@ def record_timing(name: str, seconds: float) -> None:
     timings = _timings.get()
     if timings is not None:
         timings.append((name, seconds))
+
+
+@contextlib.contextmanager
+def timing(name: str) -> Iterator[None]:
+    """Record how long the block took (awaits included) as ``name`` in this request's Server-Timing."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        record_timing(name, time.perf_counter() - started)
 
 
 def _server_timing(timings: list[tuple[str, float]]) -> bytes:

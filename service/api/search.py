@@ -23,6 +23,7 @@ from service.api.forms import (
     require_media_type,
     validate,
 )
+from service.api.middleware import timing
 from service.api.schemas import SearchRequest, SearchResponse, SearchResult
 from service.api.state import Services
 from service.embedder import combine
@@ -63,7 +64,9 @@ async def search(request: Request, services: ServicesDep, tenant: RateLimitedTen
             image = await files[0].read()
     services.limits.top_k(query.top_k)
     vector = await _query_vector(services, query, image, tenant)
-    hits = await services.store.search(query.target, vector.tolist(), query.top_k, query.filter, tenant)
+    # The request's own wait: queued behind an in-flight call plus the call its group shared.
+    with timing("milvus-search"):
+        hits = await services.store.search(query.target, vector.tolist(), query.top_k, query.filter, tenant)
     return SearchResponse(
         model=services.model,
         target=query.target,

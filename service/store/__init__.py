@@ -2,7 +2,8 @@
 
 from service.store.errors import InvalidItem, SchemaMismatch, StoreError, StoreUnavailable
 from service.store.filters import AnyOf, Condition, Filter, compile_filter
-from service.store.milvus import DEFAULT_TENANT, Hit, Item, VectorStore, deployment_of
+from service.store.milvus import Hit, Item, VectorStore, deployment_of
+from service.store.schema import DEFAULT_TENANT
 
 __all__ = [
     "DEFAULT_TENANT",

@@ -3,8 +3,9 @@
 Milvus spends 2–3 ms CPU on a one-query search but 0.3–0.4 ms a query at ``nq=32``, so under load one
 call with many query vectors beats many calls (docs/benchmarks.md, "Where the time goes", item 3).
 
-Searches are grouped by key = (kind, top_k, compiled filter expression). The expression always names
-the tenant, so searches of different tenants or filters are never sent together. Nothing waits for
+Searches are grouped by key = (kind, top_k, tenant, filter): searches of different tenants or filters are
+never sent together. The filter's key is its canonical JSON (validated filters are normalised to
+``all_of``), so the expression is compiled once, by the store, not again here. Nothing waits for
 company: the first search of a key starts its call on the event loop's next turn (searches made in the
 same turn join it); searches of that key that arrive while the call is in flight queue and go together,
 up to ``max_batch``, in the next one. Keys are independent (their calls may run at the same time), and a
@@ -15,18 +16,17 @@ dropped (or its row discarded) without touching the others.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from service.store.filters import Filter, compile_filter
+from service.store.filters import Filter
 from service.store.milvus import Hit
 from service.store.schema import Kind
 
 # (kind, query vectors, top_k, filter, tenant) -> one hit list per vector; VectorStore.search's shape.
 SearchFn = Callable[[Kind, list[Sequence[float]], int, Filter | None, str], Awaitable[list[list[Hit]]]]
-_Key = tuple[Kind, int, str]
+_Key = tuple[Kind, int, str, str]
 
 
 @dataclass
@@ -57,14 +57,12 @@ class SearchCoalescer:
     async def search(
         self, kind: Kind, vector: Sequence[float], top_k: int, filter: Filter | None, tenant: str
     ) -> list[Hit]:
-        key = (kind, top_k, compile_filter(filter, tenant))
+        key = (kind, top_k, tenant, filter.model_dump_json() if filter is not None else "")
         query = _Query(vector, filter, tenant, asyncio.get_running_loop().create_future())
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = deque()
-            # An empty context: the shared call must not record into the first caller's request state
-            # (its Server-Timing list, for one); each caller times its own wait.
-            task = asyncio.create_task(self._drain(key, queue), context=contextvars.Context())
+            task = asyncio.create_task(self._drain(key, queue))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         queue.append(query)

@@ -29,8 +29,8 @@ import numpy as np
 
 from service.store.filters import AnyOf, Condition, Filter, metadata_path
 from service.store.indexes import MILVUS_MAX_TOP_K
-from service.store.milvus import DEFAULT_TENANT, Hit, Item
-from service.store.schema import KINDS, Kind
+from service.store.milvus import Hit, Item
+from service.store.schema import DEFAULT_TENANT, KINDS, Kind
 from service.store.validation import check_item, check_search, check_tenant
 
 _MISSING = object()

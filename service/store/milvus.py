@@ -43,6 +43,7 @@ from service.store.filters import Filter, compile_filter, item_expression, liter
 from service.store.indexes import Deployment, IndexSpec, choose_index
 from service.store.local_server import LocalMilvusServer
 from service.store.schema import (
+    DEFAULT_TENANT,
     KINDS,
     SCHEMA_VERSION,
     Kind,
@@ -55,7 +56,6 @@ from service.store.validation import check_item, check_search, check_tenant
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TENANT = "default"
 _OUTPUT = {"image": ["id", "metadata", "created_at"], "text": ["id", "metadata", "created_at", "text"]}
 # Words in pymilvus errors that mean "cannot reach or not ready", not "bad request".
 _UNAVAILABLE_WORDS = (

@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from service.store.filters import Filter
-from service.store.milvus import DEFAULT_TENANT, Hit, Item
-from service.store.schema import Kind
+from service.store.milvus import Hit, Item
+from service.store.schema import DEFAULT_TENANT, Kind
 
 
 @runtime_checkable

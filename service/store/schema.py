@@ -37,6 +37,16 @@ def description(model: str, kind: Kind, dim: int) -> str:
     return json.dumps({"tuwen_schema": SCHEMA_VERSION, "model": model, "kind": kind, "dim": dim})
 
 
+DEFAULT_TENANT = "default"  # everyone's tenant when the API runs without keys
+
+
+def tenant_problem(tenant: object) -> str | None:
+    """Why ``tenant`` cannot name a tenant, or None (it is part of every primary key: no '/')."""
+    if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
+        return f"tenant {tenant!r} must be 1–{TENANT_MAX_CHARS} letters, digits, '_', '.' or '-'"
+    return None
+
+
 def id_problem(item_id: object) -> str | None:
     """Why ``item_id`` cannot be an item id, or None. The one rule, checked at the API's edge and again by
     the stores: any text of 1–256 bytes of UTF-8 that is not blank and has no control characters. ``/``,

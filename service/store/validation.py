@@ -8,17 +8,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from service.store.errors import InvalidItem
-from service.store.schema import TENANT_PATTERN, TEXT_MAX_BYTES, Kind, id_problem, metadata_problem
+from service.store.schema import TEXT_MAX_BYTES, Kind, id_problem, metadata_problem, tenant_problem
 
 if TYPE_CHECKING:
     from service.store.milvus import Item
 
 
 def check_tenant(tenant: object) -> None:
-    if not isinstance(tenant, str) or not TENANT_PATTERN.fullmatch(tenant):
-        raise InvalidItem(
-            f"tenant {tenant!r} must be 1–64 letters, digits, '_', '.' or '-' (it is part of the primary key)"
-        )
+    if (problem := tenant_problem(tenant)) is not None:
+        raise InvalidItem(problem)
 
 
 def check_item(kind: Kind, item: Item, dim: int) -> list[float]:

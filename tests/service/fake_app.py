@@ -15,7 +15,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from service.api.schemas import Limits
-from service.api.state import Services, StoreHandle
+from service.api.state import Services
 from service.app import create_app
 from service.config import Settings
 from service.embedder import BatchSettings, Embedder
@@ -25,6 +25,7 @@ from service.preprocessing.image import ImageSpec
 from service.preprocessing.text import ChineseTokenizer
 from service.ratelimit import RateLimiter
 from service.security import ApiKeys
+from service.store.adapter import StoreAdapter
 from service.store.memory import InMemoryStore
 from service.thumbnails import ThumbnailStore
 
@@ -62,7 +63,7 @@ def fake_services(settings: Settings, metrics: Metrics) -> Services:
         model=MODEL,
         dim=DIM,
         embedder=embedder,
-        store=StoreHandle(
+        store=StoreAdapter(
             store, metrics, search_max_batch=settings.search_max_batch, deadline_s=settings.milvus_timeout_s
         ),
         thumbnails=ThumbnailStore(settings.resolved_thumbnail_dir, settings.thumbnail_size),

@@ -346,7 +346,7 @@ def test_a_streamed_body_without_length_is_cut_off_at_the_limit(http: TestClient
 def test_an_unreachable_store_answers_503_with_retry_after_and_unready(
     http: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = services_of(http).store.store
+    store = services_of(http).store.index
 
     def down(*_: object, **__: object) -> None:
         raise StoreUnavailable("Milvus is down (simulated)")

@@ -156,7 +156,7 @@ def test_bad_ids_in_forms_and_bodies_are_invalid_id(alice: httpx.Client) -> None
 def test_a_genuine_fault_answers_json_500_and_keeps_the_connection(served: tuple[str, object]) -> None:
     base, _ = served
     app_services = _services(base)
-    store = app_services.store.store
+    store = app_services.store.index
     original = store.get
 
     def broken(*args: object, **kwargs: object) -> object:
@@ -186,7 +186,7 @@ def test_a_store_call_that_hangs_answers_503_with_retry_after(
     alice: httpx.Client, served: tuple[str, object]
 ) -> None:
     base, _ = served
-    store = _services(base).store.store
+    store = _services(base).store.index
     original = store.upsert
     release = threading.Event()
 
