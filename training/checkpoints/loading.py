@@ -10,10 +10,22 @@ import torch
 
 from service.bundle import sha256_of
 from training.checkpoints.detect import detect_arch
+from training.checkpoints.hf_align import (
+    from_hf_align_state_dict,
+    is_align_directory,
+    is_align_state_dict,
+    load_align_directory,
+)
+from training.checkpoints.hf_altclip import (
+    from_hf_altclip_state_dict,
+    is_altclip_directory,
+    is_altclip_state_dict,
+    load_altclip_directory,
+)
 from training.checkpoints.hf_directory import check_hf_structure, read_hf_directory, weights_file
 from training.checkpoints.hf_mapping import from_hf_state_dict
 from training.checkpoints.state_dicts import CheckpointError, load_strict, read_weights, strip_prefix
-from training.models import CLIP, build_model, list_models, load_model_config
+from training.models import ALIGN, CLIP, AltCLIP, build_model, list_models, load_model_config
 
 # what official / Tuwen training checkpoints carry beside the weights, kept as provenance
 _RECORD_KEYS = ("epoch", "step", "name")
@@ -21,7 +33,7 @@ _RECORD_KEYS = ("epoch", "step", "name")
 
 @dataclass(frozen=True)
 class LoadedModel:
-    model: CLIP
+    model: CLIP | AltCLIP | ALIGN
     provenance: dict[str, Any]  # format, path, sha256, arch, and epoch/step/name where the file has them
 
 
@@ -29,11 +41,19 @@ def load_checkpoint(path: str | Path, arch: str | None = None) -> LoadedModel:
     """Load a model in eval mode (fp32, CPU) from any supported checkpoint.
 
     Formats: official Chinese-CLIP ``.pt`` (``{"state_dict": {"module.…": …}, "epoch", "step", "name"}``), Tuwen
-    training checkpoints (the same plus ``config``), Hugging Face ``ChineseCLIPModel`` directories, and plain
+    training checkpoints (the same plus ``config``), Hugging Face ``ChineseCLIPModel``, ``AltCLIPModel`` and ``AlignModel`` directories, and plain
     state dicts (``.pt``/``.bin``/``.safetensors``, official or Hugging Face keys). Keys load strictly, without
     remapping (bar Hugging Face's names); ``arch`` is detected from the shapes when not given.
     """
     path = Path(path)
+    if path.is_dir() and is_altclip_directory(path):  # config.json's model_type is "altclip"
+        model, record = load_altclip_directory(path, arch)
+        provenance = {**record, "path": str(path.resolve()), "sha256": sha256_of(weights_file(path))}
+        return LoadedModel(model=model, provenance=provenance)
+    if path.is_dir() and is_align_directory(path):  # config.json's model_type is "align"
+        align, record = load_align_directory(path, arch)
+        provenance = {**record, "path": str(path.resolve()), "sha256": sha256_of(weights_file(path))}
+        return LoadedModel(model=align, provenance=provenance)
     if path.is_dir():
         state_dict, hf_config = read_hf_directory(path)
         record: dict[str, Any] = {"format": "huggingface"}
@@ -80,6 +100,12 @@ def _unwrap(raw: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, An
             "expected an official Chinese-CLIP / Tuwen checkpoint or a plain state dict"
         )
     state_dict = strip_prefix(state_dict, "module.")
+    if is_altclip_state_dict(state_dict):  # Hugging Face AltCLIPModel keys
+        record["format"] = "huggingface-state-dict"
+        return from_hf_altclip_state_dict(state_dict), record
+    if is_align_state_dict(state_dict):  # Hugging Face AlignModel keys
+        record["format"] = "huggingface-state-dict"
+        return from_hf_align_state_dict(state_dict), record
     if any(key.startswith(("text_model.", "vision_model.")) for key in state_dict):
         record["format"] = "huggingface-state-dict"
         state_dict = from_hf_state_dict(state_dict)

@@ -15,6 +15,8 @@ from training.models.vit import VisionTransformer
 
 
 class CLIP(nn.Module):
+    family = "chinese-clip"  # what training.export.writer.bundle_description dispatches on
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

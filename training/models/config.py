@@ -57,6 +57,7 @@ class TextConfig(_Frozen):
 
 
 class ModelConfig(_Frozen):
+    family: Literal["chinese-clip"] = "chinese-clip"  # JSONs without a "family" key are Chinese-CLIP
     name: str
     embed_dim: int
     context_length: int = 52
