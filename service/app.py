@@ -107,12 +107,18 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
     )
     towers.warmup()
     log.info(
-        "model %s (dim %d) on %s %s", bundle.model_name, bundle.embed_dim, towers.backend, towers.providers
+        "model %s (%s, dim %d) on %s %s",
+        bundle.model_name,
+        bundle.family,
+        bundle.embed_dim,
+        towers.backend,
+        towers.providers,
     )
+    image_spec = bundle.image_spec()
     embedder = Embedder(
         towers,
         bundle.tokenizer(),
-        bundle.image_spec(),
+        image_spec,
         BatchSettings(
             settings.max_batch_text,
             settings.max_batch_image,
@@ -124,8 +130,8 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         max_image_pixels=settings.max_image_pixels,
         metrics=metrics,
         cpu_threads=settings.cpu_threads,
-        # 2x the model input keeps the final bicubic resize averaging; thumbnails need their own size
-        decode_min_side=max(2 * bundle.image_spec().size, settings.thumbnail_size),
+        # 2x the resize target keeps the final resize averaging; thumbnails need their own size
+        decode_min_side=max(image_spec.decode_min_side, settings.thumbnail_size),
     )
     store = VectorStore(
         settings.resolved_milvus_uri,
@@ -144,6 +150,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
         api_keys=ApiKeys(settings.api_key_tenants()),
         limits=Limits(settings),
         model=bundle.model_name,
+        family=bundle.family,
         dim=bundle.embed_dim,
         embedder=embedder,
         store=StoreAdapter(

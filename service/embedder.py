@@ -18,7 +18,7 @@ from PIL import Image
 
 from service.batching import Batcher, BatchMetrics, Embedded
 from service.preprocessing.image import ImageSpec, decode_image, preprocess
-from service.preprocessing.text import ChineseTokenizer
+from service.preprocessing.text import TextTokenizer
 from service.store.schema import DEFAULT_TENANT
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class Embeddings:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    pixels: np.ndarray  # float32 [3, S, S]
+    pixels: np.ndarray  # float32 [3, S, S], S = the image spec's size
     image: Image.Image
 
 
@@ -65,7 +65,7 @@ class Embedder:
     def __init__(
         self,
         towers: Towers,
-        tokenizer: ChineseTokenizer,
+        tokenizer: TextTokenizer,
         image_spec: ImageSpec,
         batch: BatchSettings,
         *,

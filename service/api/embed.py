@@ -37,4 +37,6 @@ async def embed(request: Request, services: ServicesDep, tenant: RateLimitedTena
             raise ApiError(422, "invalid_request", "send one or more image files in the form field 'images'")
         result, _ = await services.embedder.embed_images([await f.read() for f in uploads], tenant)
     record(result)
-    return EmbedResponse(model=services.model, dim=services.dim, embeddings=result.vectors.tolist())
+    return EmbedResponse(
+        model=services.model, family=services.family, dim=services.dim, embeddings=result.vectors.tolist()
+    )

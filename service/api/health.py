@@ -29,6 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
         engines=services.engines_warm,
         store=store_ok,
         model=services.model,
+        family=services.family,
         backend=services.backend,
         detail=None if store_ok else "Milvus is unreachable",
     )

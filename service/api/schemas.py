@@ -56,6 +56,7 @@ class EmbedTextsRequest(_Strict):
 
 class EmbedResponse(BaseModel):
     model: str
+    family: str
     dim: int
     embeddings: list[list[float]]
 
@@ -152,6 +153,7 @@ class Readiness(BaseModel):
     engines: bool
     store: bool
     model: str | None = None
+    family: str | None = None
     backend: str | None = None
     detail: str | None = None
 

@@ -28,3 +28,4 @@ class Services:
     backend: str
     rate_limiter: RateLimiter
     engines_warm: bool = False
+    family: str = "chinese-clip"  # the bundle's model family (service.bundle.Family)

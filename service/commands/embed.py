@@ -38,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
         result = _embed(args)
     except (BundleError, ValueError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from exc
-    json.dump({"model": result.model, "dim": result.dim, "embeddings": result.embeddings}, sys.stdout)
+    output = {
+        "model": result.model,
+        "family": result.family,
+        "dim": result.dim,
+        "embeddings": result.embeddings,
+    }
+    json.dump(output, sys.stdout)
     sys.stdout.write("\n")
     return 0
 

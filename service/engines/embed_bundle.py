@@ -17,6 +17,7 @@ class EmbedResult:
     model: str
     dim: int
     embeddings: list[list[float]]
+    family: str = "chinese-clip"  # the checkpoint path serves Chinese-CLIP models only, for now
 
 
 def embed_with_bundle(
@@ -35,4 +36,6 @@ def embed_with_bundle(
 
         pixels = preprocess([decode_image(Path(p)) for p in images or ()], bundle.image_spec())
         vectors = towers.image.embed(pixels)
-    return EmbedResult(model=bundle.model_name, dim=bundle.embed_dim, embeddings=vectors.tolist())
+    return EmbedResult(
+        model=bundle.model_name, dim=bundle.embed_dim, embeddings=vectors.tolist(), family=bundle.family
+    )

@@ -1,8 +1,16 @@
-"""Image decoding and CLIP preprocessing, torch-free (numpy + Pillow).
+"""Image decoding and preprocessing for every model family, torch-free (numpy + Pillow).
 
-``preprocess`` equals the official Chinese-CLIP transform — ``Resize((R, R), BICUBIC)`` on the PIL image
-(torchvision hands PIL images to ``Image.resize``), ``convert("RGB")``, ``ToTensor``, ``Normalize`` with
-the CLIP mean/std — bit for bit on RGB and greyscale ("L") images.
+``ImageSpec`` is a model's pipeline as data (a bundle's manifest describes it), and ``preprocess`` is its
+one implementation: resize — ``squash`` to a square, ``shortest_edge`` then centre crop, or ``fixed`` to
+(h, w) then centre crop — with Pillow's bicubic or bilinear filter, then mean/std or rescale-with-offset.
+On RGB and greyscale ("L") images it equals, within float32 rounding:
+
+- Chinese-CLIP's official transform — ``Resize((R, R), BICUBIC)`` on the PIL image (torchvision hands PIL
+  images to ``Image.resize``), ``convert("RGB")``, ``ToTensor``, ``Normalize`` with the CLIP mean/std —
+  bit for bit;
+- ``transformers``' PIL-backend ``CLIPImageProcessor`` (AltCLIP: shortest edge, centre crop) and
+  ``EfficientNetImageProcessor`` as ALIGN configures it (346×346 bilinear, crop 289, x / 127.5 - 1),
+  whose centre crop starts at ``(side - crop) // 2``.
 
 Where the official transform is wrong for real uploads, ``to_rgb`` (used by ``decode_image``, and by
 ``preprocess`` for any image that is not already RGB or L) does better, converting to RGB *before*
@@ -29,7 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
@@ -40,12 +48,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Formats a browser or phone uploads. Others (EPS runs Ghostscript, PSD, ICO, ...) are refused.
 SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF"})
 
-_RESAMPLE = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+ResizeMode = Literal["squash", "shortest_edge", "fixed"]
+Resample = Literal["bicubic", "bilinear"]
+_RESIZE_MODES: tuple[str, ...] = get_args(ResizeMode)
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 ErrorCode = Literal[
     "image_empty", "image_unreadable", "image_too_large", "image_too_many_pixels", "image_format_unsupported"
 ]
@@ -61,28 +67,95 @@ class ImageError(ValueError):
 
 
 @dataclass(frozen=True)
+class Rescale:
+    """``x * scale + offset`` on 0..255 values (ALIGN: x / 127.5 - 1), instead of mean/std."""
+
+    scale: float
+    offset: float
+
+
+@dataclass(frozen=True)
 class ImageSpec:
-    """How a model wants its pixels: a ``size``×``size`` square, per-channel mean/std on [0, 1] values."""
+    """How a model wants its pixels: a ``size``×``size`` input made by ``resize`` (+ a centre crop).
+
+    ``resize_size``: ``squash`` — None (the image is squashed to ``size``); ``shortest_edge`` — the short
+    side's length, the long side keeping the aspect ratio (``int(s * long / short)``, as transformers);
+    ``fixed`` — ``(height, width)``. Normalisation: per-channel ``mean``/``std`` on [0, 1] values (default
+    CLIP's), or ``rescale``.
+    """
 
     size: int
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
-    resize: str = "bicubic"
+    resize: ResizeMode = "squash"
+    resize_size: int | tuple[int, int] | None = None
+    resample: Resample = "bicubic"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    rescale: Rescale | None = None
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError(f"image size must be positive, got {self.size}")
-        if self.resize not in _RESAMPLE:
-            raise ValueError(f"resize {self.resize!r} is not one of {sorted(_RESAMPLE)}")
-        if len(self.mean) != 3 or len(self.std) != 3:
+        if self.resize not in _RESIZE_MODES:
+            raise ValueError(f"resize {self.resize!r} is not one of {list(_RESIZE_MODES)}")
+        if self.resample not in _RESAMPLE:
+            raise ValueError(f"resample {self.resample!r} is not one of {sorted(_RESAMPLE)}")
+        self._check_resize_size()
+        if self.rescale is not None:
+            if self.mean is not None or self.std is not None:
+                raise ValueError("give either mean/std or rescale, not both")
+            return
+        mean, std = self.mean or CLIP_MEAN, self.std or CLIP_STD
+        if len(mean) != 3 or len(std) != 3:
             raise ValueError("mean and std need one value per RGB channel")
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        object.__setattr__(self, "mean", tuple(float(m) for m in mean))
+        object.__setattr__(self, "std", tuple(float(s) for s in std))
+
+    def _check_resize_size(self) -> None:
+        rs = self.resize_size
+        if self.resize == "squash":
+            if rs is not None and rs != self.size:
+                raise ValueError(
+                    f"squash resizes to size x size; resize_size must be {self.size} or None, got {rs}"
+                )
+            object.__setattr__(self, "resize_size", None)  # one spelling, so equal specs compare equal
+            return
+        if self.resize == "shortest_edge":
+            ok = isinstance(rs, int) and rs >= self.size
+            want = f"an int >= size ({self.size}): the short side after resizing"
+        else:
+            ok = isinstance(rs, tuple) and len(rs) == 2 and min(rs) >= self.size
+            want = f"(height, width), each >= size ({self.size})"
+        if not ok:
+            raise ValueError(f"resize {self.resize!r} needs resize_size {want}, got {rs!r}")
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) of a ``width``×``height`` image after the resize, before the centre crop."""
+        if self.resize == "squash":
+            return self.size, self.size
+        if isinstance(self.resize_size, tuple):  # fixed
+            return self.resize_size[1], self.resize_size[0]
+        assert self.resize_size is not None
+        short, long = sorted((width, height))
+        new_long = int(self.resize_size * long / short)  # transformers' formula, truncating
+        return (self.resize_size, new_long) if width <= height else (new_long, self.resize_size)
+
+    @property
+    def decode_min_side(self) -> int:
+        """For ``decode_image(reduce_to=...)``: twice the resize target, so the final resize still averages
+        over source pixels (the resize, not the crop: shortest_edge and fixed resize to more than size)."""
+        if isinstance(self.resize_size, tuple):
+            return 2 * max(self.resize_size)
+        return 2 * (self.resize_size or self.size)
 
     @cached_property
     def lookup(self) -> np.ndarray:
         """float32 [3, 256]: the normalised value of each byte per channel, computed with the same float32
-        operations as ToTensor + Normalize (x / 255, - mean, / std), so a table lookup is bit-identical."""
+        operations as the references (ToTensor + Normalize: x / 255, - mean, / std; transformers' rescale:
+        x * scale in float64 cast to float32, then + offset), so a table lookup is bit-identical."""
+        if self.rescale is not None:
+            scaled = (np.arange(256, dtype=np.float64) * self.rescale.scale).astype(np.float32)
+            return np.tile(scaled + np.float32(self.rescale.offset), (3, 1))
+        assert self.mean is not None and self.std is not None
         values = np.arange(256, dtype=np.float32) / np.float32(255)
         mean = np.asarray(self.mean, dtype=np.float32)[:, None]
         std = np.asarray(self.std, dtype=np.float32)[:, None]
@@ -133,8 +206,8 @@ def decode_image(
     or 1/8) that keeps both sides >= ``reduce_to``. The decoder then skips most of the work: a 12 MP
     photo decodes and preprocesses ~2.7x faster (bench/image_decode.py); once resized to a 224 input it is
     within 5/255 per pixel (mean 0.3/255) of the full decode (tests/service/test_image_preprocessing.py).
-    Pass 2 x the model input or more, so the final bicubic resize still averages; None decodes in full
-    (the official path, used for training, parity and `tuwen embed`).
+    Pass ``ImageSpec.decode_min_side`` (2 x the resize target) or more, so the final resize still
+    averages; None decodes in full (the official path, used for training, parity and `tuwen embed`).
     Raises ``ImageError`` with a stable code.
     """
     if isinstance(data, Path):
@@ -213,21 +286,95 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def preprocess(images: Sequence[Image.Image], spec: ImageSpec) -> np.ndarray:
     """float32 ``[N, 3, size, size]`` pixel values for the image tower.
 
-    RGB and L images follow the official transform exactly (resize in their own mode, then RGB); other
-    modes go through ``to_rgb`` first.
+    RGB and L images follow the references exactly (resized in their own mode, then RGB); other modes go
+    through ``to_rgb`` first.
     """
     out = np.empty((len(images), 3, spec.size, spec.size), dtype=np.float32)
-    resample = _RESAMPLE[spec.resize]
     lookup = spec.lookup
     for i, image in enumerate(images):
         if image.mode not in ("RGB", "L"):
             image = to_rgb(image)
-        resized = image.resize((spec.size, spec.size), resample)
-        pixels = np.asarray(resized)
-        if pixels.ndim == 2:  # grey: the official convert("RGB") copies the one channel three times
+        pixels = _resize_and_crop(image, spec)
+        if pixels.ndim == 2:  # grey: the references' convert("RGB") copies the one channel three times
             for c in range(3):
                 np.take(lookup[c], pixels, out=out[i, c])
         else:
             for c in range(3):
                 np.take(lookup[c], pixels[:, :, c], out=out[i, c])
     return out
+
+
+# Beyond this many crop areas, an enlargement computes only the crop (see _resize_and_crop): a 1×10000
+# upload resized to a 224 shortest edge would otherwise allocate 224 × 2,240,000 pixels. (A reduction
+# never makes more pixels than the decoded image has.)
+_FULL_RESIZE_CROPS = 16
+
+
+def _resize_and_crop(image: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """uint8 ``[size, size(, 3)]``: the resize, then the centre crop at ``(side - size) // 2``."""
+    size, resample = spec.size, _RESAMPLE[spec.resample]
+    width, height = image.size
+    new_w, new_h = spec.resized_size(width, height)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    enlarging = new_w >= width and new_h >= height
+    if not enlarging or new_w * new_h <= _FULL_RESIZE_CROPS * size * size:
+        resized = image.resize((new_w, new_h), resample) if (new_w, new_h) != image.size else image
+        return np.asarray(resized)[top : top + size, left : left + size]
+    # Pillow enlarges horizontally, then vertically, rounding to 8 bits in between (a reduction may go
+    # vertical first: not emulated); each output pixel of a pass depends on one row (column) only, so
+    # computing just the crop's columns, then its rows, is exact (tests/service/test_image_preprocessing.py).
+    pixels = np.asarray(image)
+    pixels = _resample_axis(pixels, 1, new_w, left, size, resample) if new_w != width else pixels[:, left:]
+    pixels = _resample_axis(pixels, 0, new_h, top, size, resample) if new_h != height else pixels[top:]
+    return pixels[:size, :size]
+
+
+_PRECISION_BITS = 22  # Pillow's Resample.c: 32 - 8 - 2 bits of fixed-point coefficients
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    x, a = np.abs(x), -0.5
+    inner = ((a + 2.0) * x - (a + 3.0)) * x * x + 1
+    outer = (((x - 5) * x + 8) * x - 4) * a
+    return np.where(x < 1.0, inner, np.where(x < 2.0, outer, 0.0))
+
+
+def _bilinear(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    return np.where(x < 1.0, 1.0 - x, 0.0)
+
+
+_FILTERS = {Image.Resampling.BICUBIC: (_bicubic, 2.0), Image.Resampling.BILINEAR: (_bilinear, 1.0)}
+
+
+def _resample_axis(
+    pixels: np.ndarray, axis: int, out_size: int, start: int, count: int, resample: Image.Resampling
+) -> np.ndarray:
+    """Outputs ``start .. start + count`` of Pillow's 8-bit resample of ``axis`` to ``out_size``, bit for bit:
+    the same float64 coefficients (``precompute_coeffs``), rounded to the same fixed point
+    (``normalize_coeffs_8bpc``), accumulated and clipped as ``ResampleHorizontal/Vertical_8bpc`` do."""
+    filter_fn, support = _FILTERS[resample]
+    in_size = pixels.shape[axis]
+    scale = in_size / out_size
+    filterscale = max(scale, 1.0)
+    support *= filterscale
+    ksize = int(np.ceil(support)) * 2 + 1
+    center = (np.arange(start, start + count, dtype=np.float64) + 0.5) * scale
+    xmin = np.maximum((center - support + 0.5).astype(np.int64), 0)  # C's (int) truncates, like astype
+    xmax = np.minimum((center + support + 0.5).astype(np.int64), in_size) - xmin
+    taps = np.arange(ksize)
+    weights = filter_fn((taps[None, :] + xmin[:, None] - center[:, None] + 0.5) * (1.0 / filterscale))
+    weights = np.where(taps[None, :] < xmax[:, None], weights, 0.0)
+    total = np.zeros(count)
+    for k in range(ksize):  # summed in C's order: float addition is not associative
+        total = total + weights[:, k]
+    weights = np.where(total[:, None] != 0.0, weights / np.where(total == 0.0, 1.0, total)[:, None], weights)
+    one = float(1 << _PRECISION_BITS)
+    fixed = np.where(weights < 0, -0.5 + weights * one, 0.5 + weights * one).astype(np.int64)
+    index = np.minimum(xmin[:, None] + taps[None, :], in_size - 1)  # taps past xmax have weight 0
+    source = np.moveaxis(pixels, axis, 0)
+    acc = np.full((count, *source.shape[1:]), 1 << (_PRECISION_BITS - 1), dtype=np.int64)
+    broadcast = (slice(None),) + (None,) * (source.ndim - 1)
+    for k in range(ksize):
+        acc += source[index[:, k]].astype(np.int64) * fixed[:, k][broadcast]
+    return np.moveaxis(np.clip(acc >> _PRECISION_BITS, 0, 255).astype(np.uint8), 0, axis)

@@ -1,10 +1,16 @@
-"""The Chinese BERT WordPiece tokenizer of Chinese-CLIP, torch-free.
+"""Tokenizers, torch-free: one class for every model family, driven by a Hugging Face ``tokenizer.json``.
 
-Ids are identical to the official ``cn_clip.clip.tokenize()``: ``[CLS] + ids[:L-2] + [SEP]`` right-padded
-with 0. The work is done by the Rust ``tokenizers`` library (BertNormalizer, BertPreTokenizer, WordPiece);
-a small pre-normalisation step in Python (``ChineseTokenizer._prepare``) closes the gaps where the Rust
-normaliser differs from the official Python ``BasicTokenizer`` (found by running every code point through
-both, alone and between other characters; the tests keep doing so):
+``TextTokenizer`` loads a ``tokenizers`` file (a bundle's ``tokenizer.json``), truncates to the context
+length keeping the special tokens the file's post-processor adds, and pads with the model's pad id. A
+family whose reference tokenizer the Rust library does not reproduce names a Python pre-step
+(``NORMALIZERS``); today one: ``"cn-clip-bert"``.
+
+Chinese-CLIP (``ChineseTokenizer``, ``chinese_clip_tokenizer``): ids are identical to the official
+``cn_clip.clip.tokenize()``: ``[CLS] + ids[:L-2] + [SEP]`` right-padded with 0. The work is done by the
+Rust ``tokenizers`` library (BertNormalizer, BertPreTokenizer, WordPiece, a ``[CLS] $A [SEP]`` template);
+the ``cn-clip-bert`` pre-step in Python (``_CnClipBert``) closes the gaps where the Rust normaliser
+differs from the official Python ``BasicTokenizer`` (found by running every code point through both,
+alone and between other characters; the tests keep doing so):
 
 - Rust's Unicode tables are older than Python's, and it deletes private-use / unassigned characters
   that Python keeps (they become ``[UNK]``). Every character whose category changed since Unicode 3.2,
@@ -19,12 +25,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 DEFAULT_VOCAB = Path(__file__).with_name("vocab.txt")
 DEFAULT_CONTEXT_LENGTH = 52
@@ -132,20 +138,164 @@ def _official_words(text: str) -> str:
     return "".join(out)
 
 
-class ChineseTokenizer:
-    """Chinese-CLIP's tokenizer. ``tokenize`` equals the official ``tokenize()``; ``encode`` + ``pad``
-    give unpadded / minimally padded ids for engines that run short queries without padding."""
+class _CnClipBert:
+    """The ``cn-clip-bert`` pre-step: Chinese-CLIP's query normalisation and the Rust-vs-Python fixes."""
+
+    def __init__(self, vocab: dict[str, int]) -> None:
+        self._rewrite = _PythonBertRewrite(vocab)
+
+    @staticmethod
+    def normalize(text: str) -> str:
+        """The official training/evaluation text normalisation: lower-case, curly double quotes → '"'."""
+        return text.lower().replace("“", '"').replace("”", '"')
+
+    def prepare(self, text: str) -> str:
+        if _CAPITAL_SIGMA in text:
+            # Python lower-cases each whitespace-separated word, so a final sigma is contextual; done
+            # before the rewrite, whose stand-ins would change the context.
+            text = _WORD.sub(lambda m: m.group().lower(), _official_words(text))
+        return text.translate(self._rewrite)
+
+
+class PreStep:
+    """A family's Python text step before the Rust tokenizer: ``normalize`` (applied when ``encode`` is
+    asked to normalise queries) and ``prepare`` (always: parity fixes)."""
+
+    def __init__(self, normalize: Callable[[str], str], prepare: Callable[[str], str]) -> None:
+        self.normalize = normalize
+        self.prepare = prepare
+
+
+def _cn_clip_bert(vocab: dict[str, int]) -> PreStep:
+    step = _CnClipBert(vocab)
+    return PreStep(step.normalize, step.prepare)
+
+
+# The manifest's ``text.normalizer`` names one of these; each is built from the tokenizer's vocab.
+NORMALIZERS: dict[str, Callable[[dict[str, int]], PreStep]] = {"cn-clip-bert": _cn_clip_bert}
+
+
+class TextTokenizer:
+    """A ``tokenizers`` tokenizer with a context length and pad id. ``encode`` gives unpadded ids (special
+    tokens included, truncated to ``context_length``), ``pad`` pads a batch minimally or to a length."""
+
+    def __init__(
+        self, backend: Tokenizer, *, context_length: int, pad_id: int, normalizer: str | None = None
+    ) -> None:
+        post = backend.post_processor
+        specials = post.num_special_tokens_to_add(False) if post is not None else 0
+        if context_length <= specials:
+            raise ValueError(
+                f"context_length must exceed the {specials} special tokens the tokenizer adds, got {context_length}"
+            )
+        if normalizer is not None and normalizer not in NORMALIZERS:
+            raise ValueError(f"unknown text normalizer {normalizer!r}; known: {sorted(NORMALIZERS)}")
+        backend.enable_truncation(max_length=context_length)  # counts the post-processor's special tokens
+        backend.no_padding()  # padding is ``pad``'s job, per batch
+        self.backend = backend
+        self.context_length = context_length
+        self.pad_id = pad_id
+        self.normalizer = normalizer
+        self._step = NORMALIZERS[normalizer](self.vocab) if normalizer is not None else None
+
+    @classmethod
+    def from_file(
+        cls, path: str | Path, *, context_length: int, pad_id: int, normalizer: str | None = None
+    ) -> TextTokenizer:
+        """Load a Hugging Face ``tokenizer.json``."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"tokenizer file {path} does not exist; pass the bundle's tokenizer.json")
+        try:
+            backend = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the Rust library raises a bare Exception for any parse error
+            raise ValueError(f"{path} is not a Hugging Face tokenizers file: {exc}") from exc
+        return cls(backend, context_length=context_length, pad_id=pad_id, normalizer=normalizer)
+
+    @cached_property
+    def vocab(self) -> dict[str, int]:
+        return self.backend.get_vocab()
+
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def encode(self, texts: str | Sequence[str], normalize: bool = True) -> list[list[int]]:
+        """Ids per text, special tokens included, truncated to ``context_length``, not padded.
+        ``normalize``: apply the family's query normalisation (Chinese-CLIP: lower case, straight quotes)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        step = self._step
+        if step is not None:
+            texts = [step.prepare(step.normalize(t) if normalize else t) for t in texts]
+        return [e.ids for e in self.backend.encode_batch_fast(list(texts))]
+
+    def pad(
+        self, encoded: Sequence[Sequence[int]], length: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Right-pad with ``pad_id`` to ``length`` (default: the longest). Returns int64 ``(input_ids,
+        attention_mask)``."""
+        longest = max((len(ids) for ids in encoded), default=0)
+        if length is None:
+            length = longest
+        elif length < longest:
+            raise ValueError(f"cannot pad to length {length}: the longest sequence has {longest} tokens")
+        input_ids = np.full((len(encoded), length), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(encoded), length), dtype=np.int64)
+        for row, ids in enumerate(encoded):
+            input_ids[row, : len(ids)] = ids
+            attention_mask[row, : len(ids)] = 1
+        return input_ids, attention_mask
+
+    def tokenize(self, texts: str | Sequence[str], normalize: bool = False) -> np.ndarray:
+        """int64 ``[N, context_length]``, padded to the context length (Chinese-CLIP: identical to the
+        official ``cn_clip.clip.tokenize()``)."""
+        return self.pad(self.encode(texts, normalize=normalize), self.context_length)[0]
+
+
+def read_vocab(path: Path) -> dict[str, int]:
+    """A BERT vocab file (one token a line), read as the official loader does: each line stripped, a
+    repeated token keeping its last index."""
+    vocab: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for index, line in enumerate(f):
+            vocab[line.strip()] = index
+    return vocab
+
+
+def chinese_clip_tokenizer(vocab: dict[str, int]) -> Tokenizer:
+    """Chinese-CLIP's WordPiece tokenizer as a ``tokenizers`` object (saved as a bundle's tokenizer.json;
+    serve it with the ``cn-clip-bert`` normalizer). The specials are not added tokens: the official
+    tokenizer splits a literal "[CLS]" in a text like any other word."""
+    for special in (CLS, SEP, UNK):
+        if special not in vocab:
+            raise ValueError(f"the vocab has no {special} token; is it a BERT vocab?")
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token=UNK, max_input_chars_per_word=MAX_CHARS_PER_WORD))
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{CLS} $A {SEP}",
+        pair=f"{CLS} $A {SEP} $B:1 {SEP}:1",
+        special_tokens=[(CLS, vocab[CLS]), (SEP, vocab[SEP])],
+    )
+    return tok
+
+
+class ChineseTokenizer(TextTokenizer):
+    """Chinese-CLIP's tokenizer built from a vocab file (training, and bundles of format 1); a bundle's
+    tokenizer.json written from the same vocab loads as the identical ``TextTokenizer``."""
 
     def __init__(self, vocab_file: Path, vocab: dict[str, int], context_length: int) -> None:
         if context_length < 2:
             raise ValueError(f"context_length must be at least 2 ([CLS] and [SEP]), got {context_length}")
-        for special in (CLS, SEP, UNK):
-            if special not in vocab:
-                raise ValueError(f"vocab file {vocab_file} has no {special} token; is it a BERT vocab?")
+        try:
+            backend = chinese_clip_tokenizer(vocab)
+        except ValueError as exc:
+            raise ValueError(f"vocab file {vocab_file}: {exc}") from None
+        super().__init__(backend, context_length=context_length, pad_id=PAD_ID, normalizer="cn-clip-bert")
         self.vocab_file = vocab_file
-        self.vocab = vocab
-        self.context_length = context_length
-        self._rewrite = _PythonBertRewrite(vocab)
 
     @classmethod
     def from_vocab(
@@ -155,67 +305,6 @@ class ChineseTokenizer:
         vocab_file = Path(path) if path is not None else DEFAULT_VOCAB
         if not vocab_file.is_file():
             raise FileNotFoundError(f"vocab file {vocab_file} does not exist; pass the bundle's vocab.txt")
-        vocab: dict[str, int] = {}
-        with vocab_file.open(encoding="utf-8") as f:
-            # As the official loader: strip each line; a repeated token keeps its last index.
-            for index, line in enumerate(f):
-                vocab[line.strip()] = index
-        return cls(vocab_file, vocab, context_length)
+        return cls(vocab_file, read_vocab(vocab_file), context_length)
 
-    @property
-    def vocab_size(self) -> int:
-        return len(self.vocab)
-
-    @cached_property
-    def _tokenizer(self) -> Tokenizer:
-        tok = Tokenizer(
-            models.WordPiece(vocab=self.vocab, unk_token=UNK, max_input_chars_per_word=MAX_CHARS_PER_WORD)
-        )
-        tok.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=True, lowercase=True
-        )
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        # [CLS]/[SEP] and truncation are added in ``encode``: cheaper than Rust's post-processor and
-        # truncation, which build overflow encodings.
-        return tok
-
-    @staticmethod
-    def normalize(text: str) -> str:
-        """The official training/evaluation text normalisation: lower-case, curly double quotes → '"'."""
-        return text.lower().replace("“", '"').replace("”", '"')
-
-    def _prepare(self, text: str) -> str:
-        if _CAPITAL_SIGMA in text:
-            # Python lower-cases each whitespace-separated word, so a final sigma is contextual; done
-            # before the rewrite, whose stand-ins would change the context.
-            text = _WORD.sub(lambda m: m.group().lower(), _official_words(text))
-        return text.translate(self._rewrite)
-
-    def encode(self, texts: str | Sequence[str], normalize: bool = True) -> list[list[int]]:
-        """``[CLS] … [SEP]`` ids per text, truncated to ``context_length``, not padded."""
-        if isinstance(texts, str):
-            texts = [texts]
-        prepared = [self._prepare(self.normalize(t) if normalize else t) for t in texts]
-        cls, sep, keep = self.vocab[CLS], self.vocab[SEP], self.context_length - 2
-        encodings = self._tokenizer.encode_batch_fast(prepared, add_special_tokens=False)
-        return [[cls, *e.ids[:keep], sep] for e in encodings]
-
-    def pad(
-        self, encoded: Sequence[Sequence[int]], length: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Right-pad with 0 to ``length`` (default: the longest). Returns int64 ``(input_ids, attention_mask)``."""
-        longest = max((len(ids) for ids in encoded), default=0)
-        if length is None:
-            length = longest
-        elif length < longest:
-            raise ValueError(f"cannot pad to length {length}: the longest sequence has {longest} tokens")
-        input_ids = np.full((len(encoded), length), PAD_ID, dtype=np.int64)
-        attention_mask = np.zeros((len(encoded), length), dtype=np.int64)
-        for row, ids in enumerate(encoded):
-            input_ids[row, : len(ids)] = ids
-            attention_mask[row, : len(ids)] = 1
-        return input_ids, attention_mask
-
-    def tokenize(self, texts: str | Sequence[str], normalize: bool = False) -> np.ndarray:
-        """int64 ``[N, context_length]``, identical to the official ``cn_clip.clip.tokenize()``."""
-        return self.pad(self.encode(texts, normalize=normalize), self.context_length)[0]
+    normalize = staticmethod(_CnClipBert.normalize)

@@ -52,7 +52,7 @@ def fake_services(settings: Settings, metrics: Metrics) -> Services:
         max_image_bytes=settings.max_upload_bytes,
         max_image_pixels=settings.max_image_pixels,
         metrics=metrics,
-        decode_min_side=max(2 * IMAGE_SIZE, settings.thumbnail_size),
+        decode_min_side=max(ImageSpec(size=IMAGE_SIZE).decode_min_side, settings.thumbnail_size),
     )
     store = InMemoryStore(model=MODEL, dim=DIM, max_top_k=settings.max_top_k)
     return Services(

@@ -60,6 +60,7 @@ def test_health_ready_docs_and_page(http: TestClient) -> None:
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     assert ready.json()["model"] == MODEL and ready.json()["backend"] == "fake"
+    assert ready.json()["family"] == "chinese-clip"
     assert "/search" in http.get("/openapi.json").json()["paths"]
     assert http.get("/docs").status_code == 200
     page = http.get("/")
@@ -72,7 +73,7 @@ def test_embed_answers_unit_vectors_of_the_model_for_texts_and_images(http: Test
     batch = http.post("/embed", json={"texts": texts})
     assert batch.status_code == 200, batch.text
     body = batch.json()
-    assert (body["model"], body["dim"]) == (MODEL, DIM)
+    assert (body["model"], body["family"], body["dim"]) == (MODEL, "chinese-clip", DIM)
     vectors = np.array(body["embeddings"])
     assert vectors.shape == (3, DIM) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     # the request went through the real tokenizer to the fake tower, which hashes the ids

@@ -131,15 +131,16 @@ def _cache_bundle(root: Path, text_graph: bytes = b"text graph") -> Bundle:
     from service.bundle import (
         FORMAT_VERSION,
         EngineFile,
-        ImagePreprocessing,
+        ImagePipeline,
         Manifest,
-        TextPreprocessing,
+        MeanStd,
+        TextPipeline,
         write_manifest,
     )
 
     root.mkdir(parents=True, exist_ok=True)
     for name, data in {
-        "vocab.txt": b"[PAD]\n",
+        "tokenizer.json": b"{}",
         "image.onnx": b"image graph",
         "text.onnx": text_graph,
     }.items():
@@ -147,11 +148,18 @@ def _cache_bundle(root: Path, text_graph: bytes = b"text graph") -> Bundle:
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         model_name="tiny-vit",
+        family="chinese-clip",
         arch="tiny-vit",
         embed_dim=8,
         logit_scale=100.0,
-        image=ImagePreprocessing(size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        text=TextPreprocessing(),
+        image=ImagePipeline(
+            resize="squash",
+            resize_size=64,
+            crop_size=64,
+            resample="bicubic",
+            normalize=MeanStd(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        ),
+        text=TextPipeline(normalizer="cn-clip-bert", context_length=52, pad_id=0),
         towers={t: {"fp32": EngineFile(path=f"{t}.onnx")} for t in ("image", "text")},
     )
     write_manifest(root, manifest)

@@ -24,6 +24,7 @@ from service.preprocessing.image import (
     CLIP_STD,
     ImageError,
     ImageSpec,
+    Rescale,
     decode_image,
     preprocess,
     to_rgb,
@@ -273,3 +274,114 @@ def test_reduced_decoding_still_applies_exif_orientation() -> None:
     exif[0x0112] = 6  # rotate 90° clockwise to display
     data = encode(photo_like(np.random.default_rng(5), 1920, 1080), "JPEG", exif=exif)
     assert decode_image(data, reduce_to=448).size == (540, 960)
+
+
+# ---- the other families' pipelines against transformers' image processors (PIL backend)
+
+
+def _hf_processors() -> dict[str, tuple[ImageSpec, object]]:
+    clip_pil = pytest.importorskip("transformers.models.clip.image_processing_pil_clip")
+    effnet_pil = pytest.importorskip("transformers.models.efficientnet.image_processing_pil_efficientnet")
+    altclip = clip_pil.CLIPImageProcessorPil(
+        do_resize=True, size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}, resample=3
+    )
+    # shortest edge larger than the crop: both axes are cropped
+    clip_256 = clip_pil.CLIPImageProcessorPil(
+        do_resize=True, size={"shortest_edge": 256}, crop_size={"height": 224, "width": 224}, resample=3
+    )
+    # as kakaobrain/align-base's preprocessor_config.json configures it
+    align = effnet_pil.EfficientNetImageProcessorPil(
+        do_resize=True,
+        size={"height": 346, "width": 346},
+        resample=2,
+        do_center_crop=True,
+        crop_size={"height": 289, "width": 289},
+        do_rescale=True,
+        rescale_factor=1 / 127.5,
+        rescale_offset=True,
+        do_normalize=False,
+        include_top=False,
+    )
+    return {
+        "altclip": (ImageSpec(224, resize="shortest_edge", resize_size=224), altclip),
+        "clip-256-crop-224": (ImageSpec(224, resize="shortest_edge", resize_size=256), clip_256),
+        "align": (
+            ImageSpec(
+                289,
+                resize="fixed",
+                resize_size=(346, 346),
+                resample="bilinear",
+                rescale=Rescale(1 / 127.5, -1.0),
+            ),
+            align,
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def hf_processors() -> dict[str, tuple[ImageSpec, object]]:
+    return _hf_processors()
+
+
+@pytest.mark.parametrize("name", ["altclip", "clip-256-crop-224", "align"])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_preprocess_equals_transformers(hf_processors, name: str, mode: str, width: int, height: int) -> None:
+    spec, processor = hf_processors[name]
+    image = random_image(np.random.default_rng(width * 31 + height), width, height, mode)
+    theirs = processor(images=[image], return_tensors="np")["pixel_values"][0]  # type: ignore[operator]
+    ours = preprocess([image], spec)[0]
+    assert ours.shape == (3, spec.size, spec.size) and ours.dtype == np.float32
+    # EfficientNet's processor keeps a grey image one channel; ours copies it to three, as convert("RGB")
+    assert max_diff(ours, np.broadcast_to(theirs, ours.shape)) <= 1e-6
+
+
+def test_only_the_crop_is_resampled_for_extreme_aspect_ratios(monkeypatch) -> None:
+    """A large enlargement computes only the crop; it must equal Pillow's full resize then crop."""
+    import service.preprocessing.image as module
+
+    rng = np.random.default_rng(12)
+    cases = [(1, 1), (5000, 20), (3, 4000), (4000, 1), (1, 3000), (2, 3), (3000, 300), (300, 5000)]
+    cases += [(int(rng.integers(1, 3000)), int(rng.integers(1, 60))) for _ in range(12)]
+    specs = [
+        ImageSpec(224, resize="shortest_edge", resize_size=224),
+        ImageSpec(50, resize="shortest_edge", resize_size=77, resample="bilinear"),
+        ImageSpec(17, resize="shortest_edge", resize_size=17),
+    ]
+    for i, (w, h) in enumerate(cases):
+        size = (w, h) if i % 2 else (h, w)
+        image = random_image(rng, *size, "RGB" if i % 3 else "L")
+        for spec in specs:
+            monkeypatch.setattr(module, "_FULL_RESIZE_CROPS", 0)
+            cropped = preprocess([image], spec)
+            monkeypatch.setattr(module, "_FULL_RESIZE_CROPS", 10**12)
+            full = preprocess([image], spec)
+            assert np.array_equal(cropped, full), (size, spec)
+
+
+def test_spec_sizes_and_decode_target() -> None:
+    shortest = ImageSpec(224, resize="shortest_edge", resize_size=256)
+    assert shortest.resized_size(640, 480) == (341, 256) and shortest.resized_size(3, 4000) == (256, 341333)
+    assert shortest.decode_min_side == 512  # 2 x the resize target, not the crop
+    fixed = ImageSpec(289, resize="fixed", resize_size=(346, 400), rescale=Rescale(1 / 127.5, -1.0))
+    assert fixed.resized_size(10, 5000) == (400, 346) and fixed.decode_min_side == 800
+    assert SPEC.decode_min_side == 448 and SPEC.resized_size(5000, 20) == (224, 224)
+    with pytest.raises(ValueError, match=r"shortest_edge.*needs resize_size an int >= size \(224\)"):
+        ImageSpec(224, resize="shortest_edge", resize_size=200)
+    with pytest.raises(ValueError, match=r"fixed.*\(height, width\)"):
+        ImageSpec(224, resize="fixed", resize_size=224)
+    with pytest.raises(ValueError, match="either mean/std or rescale"):
+        ImageSpec(224, mean=CLIP_MEAN, std=CLIP_STD, rescale=Rescale(1 / 127.5, -1.0))
+    with pytest.raises(ValueError, match="resample"):
+        ImageSpec(224, resample="lanczos")  # type: ignore[arg-type]
+
+
+def test_reduced_decoding_keeps_the_resize_target_for_shortest_edge() -> None:
+    """The reduced JPEG decode keeps both sides >= 2 x the resize target; the result stays close."""
+    spec = ImageSpec(224, resize="shortest_edge", resize_size=256)
+    data = encode(photo_like(np.random.default_rng(6), 2400, 1600), "JPEG", quality=90)
+    reduced = decode_image(data, reduce_to=spec.decode_min_side)
+    assert reduced.size == (1200, 800)  # 1/2: 1/4 would make the short side 400 < 512
+    full, fast = preprocess([decode_image(data)], spec)[0], preprocess([reduced], spec)[0]
+    levels = np.abs(full - fast) * np.array(spec.std, np.float32)[:, None, None] * 255
+    assert levels.max() <= 6 and levels.mean() <= 0.5

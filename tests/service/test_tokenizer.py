@@ -4,6 +4,9 @@ The official ``FullTokenizer`` is loaded straight from its file in the installed
 (``bert_tokenizer.py`` needs only the standard library and six), so these tests do not depend on the
 torchvision workaround; ``test_official_formula_is_cn_clip_tokenize`` checks the 3-line ``tokenize()``
 wrapper against the real one when ``cn_clip.clip`` can be imported.
+
+Ours is the path a bundle takes: the ``tokenizer.json`` that export writes from vocab.txt, loaded by the
+generic ``TextTokenizer`` with the ``cn-clip-bert`` pre-step.
 """
 
 from __future__ import annotations
@@ -17,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.preprocessing.text import DEFAULT_VOCAB, ChineseTokenizer
+from service.preprocessing.text import (
+    DEFAULT_VOCAB,
+    ChineseTokenizer,
+    TextTokenizer,
+    chinese_clip_tokenizer,
+    read_vocab,
+)
 
 N_GENERATED = 6000
 
@@ -141,8 +150,20 @@ def test_official_formula_is_cn_clip_tokenize(official) -> None:
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> ChineseTokenizer:
-    return ChineseTokenizer.from_vocab()
+def tokenizer_json(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tokenizer.json as `tuwen export` writes it for Chinese-CLIP."""
+    path = tmp_path_factory.mktemp("bundle") / "tokenizer.json"
+    chinese_clip_tokenizer(read_vocab(DEFAULT_VOCAB)).save(str(path))
+    return path
+
+
+def from_json(path: Path, context_length: int = 52) -> TextTokenizer:
+    return TextTokenizer.from_file(path, context_length=context_length, pad_id=0, normalizer="cn-clip-bert")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_json: Path) -> TextTokenizer:
+    return from_json(tokenizer_json)
 
 
 def test_vocab_is_the_official_one(official) -> None:
@@ -152,9 +173,9 @@ def test_vocab_is_the_official_one(official) -> None:
 
 
 @pytest.mark.parametrize("context_length", [52, 24])
-def test_ids_identical_to_official_tokenize(official, context_length: int) -> None:
+def test_ids_identical_to_official_tokenize(official, tokenizer_json, context_length: int) -> None:
     texts = generated_texts(N_GENERATED, seed=context_length)
-    tokenizer = ChineseTokenizer.from_vocab(context_length=context_length)
+    tokenizer = from_json(tokenizer_json, context_length)
     ours = tokenizer.tokenize(texts)
     theirs = official.tokenize(texts, context_length=context_length)
     assert ours.dtype == np.int64 and ours.shape == (N_GENERATED, context_length)
@@ -184,7 +205,40 @@ def test_tokenize_does_not_normalise_but_encode_does(official, tokenizer) -> Non
     normalised = tokenizer.encode(text)[0]
     assert unk not in normalised
     assert normalised == tokenizer.encode(['"upper" quotes'], normalize=False)[0]
-    assert tokenizer.normalize("“A”") == '"a"'
+    assert ChineseTokenizer.normalize("“A”") == '"a"'
+
+
+def test_vocab_path_equals_the_tokenizer_json_path(tokenizer) -> None:
+    """Training (and format-1 bundles) build the tokenizer from vocab.txt; bundles load tokenizer.json."""
+    texts = generated_texts(500, seed=3)
+    for normalize in (True, False):
+        assert ChineseTokenizer.from_vocab().encode(texts, normalize) == tokenizer.encode(texts, normalize)
+
+
+def test_generic_tokenizer_truncates_keeping_specials_and_pads_with_pad_id(tmp_path) -> None:
+    """Another family's file (no pre-step, pad id 1 as XLM-R): the post-processor's tokens survive truncation."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "a": 4, "B": 5}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    backend.save(str(tmp_path / "tokenizer.json"))
+    tok = TextTokenizer.from_file(tmp_path / "tokenizer.json", context_length=5, pad_id=1)
+    assert tok.encode(["a B a B a B", "B", "b"]) == [[0, 4, 5, 4, 2], [0, 5, 2], [0, 3, 2]]  # no lower-casing
+    ids, mask = tok.pad(tok.encode(["a", "a B a"]))
+    assert ids.tolist() == [[0, 4, 2, 1, 1], [0, 4, 5, 4, 2]] and mask.tolist() == [[1, 1, 1, 0, 0], [1] * 5]
+    with pytest.raises(ValueError, match="exceed the 2 special tokens"):
+        TextTokenizer.from_file(tmp_path / "tokenizer.json", context_length=2, pad_id=1)
+    with pytest.raises(ValueError, match="unknown text normalizer 'nfkc'"):
+        TextTokenizer.from_file(tmp_path / "tokenizer.json", context_length=5, pad_id=1, normalizer="nfkc")
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a Hugging Face tokenizers file"):
+        TextTokenizer.from_file(tmp_path / "bad.json", context_length=5, pad_id=1)
+    with pytest.raises(FileNotFoundError, match=r"tokenizer\.json"):
+        TextTokenizer.from_file(tmp_path / "missing.json", context_length=5, pad_id=1)
 
 
 def test_encode_is_unpadded_and_truncated(tokenizer) -> None:

@@ -21,6 +21,8 @@ from service.engines.verify import (
     row_cosines,
     text_cases,
 )
+from service.preprocessing.image import ImageSpec
+from service.preprocessing.text import ChineseTokenizer
 from training.checkpoints import save_hf_directory
 from training.export import writer
 from training.models import build_model
@@ -94,7 +96,30 @@ def test_manifest_records_verification_at_thresholds(exported: tuple[torch.nn.Mo
             assert check.min_cosine >= minimum == check.threshold
     agreement = manifest.towers["text"]["int8"].verification.extra["top10_agreement_text_to_image"]
     assert 0.0 <= agreement <= 1.0
-    assert (bundle.root / "vocab.txt").read_bytes() == bundle.tokenizer().vocab_file.read_bytes()
+    assert (manifest.family, manifest.format_version, manifest.text.tokenizer) == (
+        "chinese-clip",
+        2,
+        "tokenizer.json",
+    )
+    assert manifest.image.spec() == ImageSpec(
+        size=model.config.image_resolution
+    )  # bicubic squash, CLIP mean/std
+    assert (manifest.text.normalizer, manifest.text.pad_id) == ("cn-clip-bert", 0)
+    texts = ["一只橘猫", "“UPPER” Quotes", "长" * 80]
+    assert bundle.tokenizer().encode(texts) == ChineseTokenizer.from_vocab().encode(texts)
+    assert not (bundle.root / "vocab.txt").exists()
+
+
+def test_a_model_without_a_bundle_description_is_refused(tmp_path: Path) -> None:
+    from training.export.writer import bundle_description
+
+    class Mystery(torch.nn.Module):
+        family = "openclip"
+
+    with pytest.raises(ValueError, match=r"family 'openclip' has no bundle description.*DESCRIBERS"):
+        bundle_description(Mystery())
+    with pytest.raises(ValueError, match=r"family None"):
+        writer.export_bundle(torch.nn.Linear(1, 1), tmp_path, provenance={})
 
 
 def test_int8_weights_use_seven_bits(exported: tuple[torch.nn.Module, Bundle]) -> None:

@@ -1,12 +1,20 @@
-"""Write a model bundle from a PyTorch CLIP model: graphs, vocabulary, verification figures, manifest.
+"""Write a model bundle from a PyTorch CLIP model: graphs, tokenizer, verification figures, manifest.
 
 Nothing is declared exported until it has been checked: every graph runs on the sample inputs and is
 compared with PyTorch fp32, and the manifest (which makes the directory loadable) is written last.
+
+What the bundle says about its model comes from the model, not from this file: ``bundle_description(model)``
+looks up ``model.family`` in ``DESCRIBERS`` and returns a ``BundleDescription`` — the family, the
+manifest's ``TextPipeline`` (tokenizer file name, normaliser pre-step, context length, pad id, text graph
+inputs) and ``ImagePipeline`` (resize mode and sizes, filter, normalisation), and the ``tokenizers``
+object saved as the tokenizer file. To export a new family, give its model class a ``family`` attribute
+(one of ``service.bundle.Family``) and register a function ``model -> BundleDescription`` in
+``DESCRIBERS``; ``_chinese_clip`` is the example. The towers must also provide ``encode_image(pixels)`` and
+``encode_text(input_ids, attention_mask)`` for the verification here and the ONNX export.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,15 +24,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tokenizers import Tokenizer
 
 from service.bundle import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     EngineFile,
-    ImagePreprocessing,
+    Family,
+    ImagePipeline,
     Manifest,
+    MeanStd,
     Precision,
-    TextPreprocessing,
+    TextPipeline,
     Tower,
     Verification,
     write_manifest,
@@ -41,7 +52,7 @@ from service.engines.verify import (
     top_k_agreement,
 )
 from service.preprocessing.image import CLIP_MEAN, CLIP_STD
-from service.preprocessing.text import ChineseTokenizer
+from service.preprocessing.text import DEFAULT_VOCAB, PAD_ID, chinese_clip_tokenizer, read_vocab
 from training.export import onnx as graphs
 
 THRESHOLDS: dict[Precision, float] = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
@@ -57,6 +68,56 @@ class ExportOptions:
     seed: int = 0
     # towers whose fp32 graph is larger keep their weights in external `<graph>.data` files (all precisions)
     external_data_bytes: int = graphs.EXTERNAL_DATA_BYTES
+
+
+@dataclass(frozen=True)
+class BundleDescription:
+    """What a model family writes into its bundle besides the graphs (see the module docstring)."""
+
+    family: Family
+    text: TextPipeline  # text.tokenizer: the file name ``tokenizer`` is saved under
+    image: ImagePipeline
+    tokenizer: Tokenizer
+
+
+def _chinese_clip(model: torch.nn.Module) -> BundleDescription:
+    """Chinese-CLIP: the shipped 21,128-token vocab as tokenizer.json (with the cn-clip-bert pre-step that
+    keeps the ids equal to the official tokenizer's), a bicubic squash and CLIP's mean/std."""
+    config = model.config
+    size = config.image_resolution
+    return BundleDescription(
+        family="chinese-clip",
+        text=TextPipeline(
+            tokenizer="tokenizer.json",
+            normalizer="cn-clip-bert",
+            context_length=config.context_length,
+            pad_id=PAD_ID,
+        ),
+        image=ImagePipeline(
+            resize="squash",
+            resize_size=size,
+            crop_size=size,
+            resample="bicubic",
+            normalize=MeanStd(mean=CLIP_MEAN, std=CLIP_STD),
+        ),
+        tokenizer=chinese_clip_tokenizer(read_vocab(DEFAULT_VOCAB)),
+    )
+
+
+DESCRIBERS: dict[str, Callable[[torch.nn.Module], BundleDescription]] = {"chinese-clip": _chinese_clip}
+
+
+def bundle_description(model: torch.nn.Module) -> BundleDescription:
+    """The bundle description of ``model``'s family (``model.family``, looked up in ``DESCRIBERS``)."""
+    family = getattr(model, "family", None)
+    describe = DESCRIBERS.get(family) if isinstance(family, str) else None
+    if describe is None:
+        raise ValueError(
+            f"cannot export a {type(model).__name__}: its family {family!r} has no bundle description;"
+            f" set a `family` attribute on the model class and register it in"
+            f" training.export.writer.DESCRIBERS (known: {sorted(DESCRIBERS)})"
+        )
+    return describe(model)
 
 
 def file_name(tower: Tower, precision: Precision) -> str:
@@ -90,18 +151,18 @@ def export_bundle(
     options: ExportOptions = ExportOptions(),
     log: Callable[[str], None] = print,
 ) -> Manifest:
-    """Export ``model`` (a ``training.models.CLIP``) into the bundle directory ``out_dir``."""
+    """Export ``model`` (a ``training.models.CLIP``, or any family in ``DESCRIBERS``) into ``out_dir``."""
+    description = bundle_description(model)
     model = model.eval()
     config = model.config
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # a stale manifest would make a half-rewritten directory look like a bundle until the hashes fail
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    tokenizer = ChineseTokenizer.from_vocab(context_length=config.context_length)
-    shutil.copyfile(tokenizer.vocab_file, out_dir / "vocab.txt")
+    description.tokenizer.save(str(out_dir / description.text.tokenizer))
 
     cases: dict[Tower, list[Case]] = {
-        "image": image_cases(config.image_resolution, options.batches, options.seed),
+        "image": image_cases(description.image.crop_size, options.batches, options.seed),
         "text": text_cases(
             config.context_length, config.vocab_size, options.batches, options.text_lengths, options.seed
         ),
@@ -163,11 +224,12 @@ def export_bundle(
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         model_name=config.name,
+        family=description.family,
         arch=config.name,
         embed_dim=config.embed_dim,
         logit_scale=float(model.logit_scale.detach().exp()),
-        image=ImagePreprocessing(size=config.image_resolution, mean=CLIP_MEAN, std=CLIP_STD),
-        text=TextPreprocessing(vocab_file="vocab.txt", context_length=config.context_length),
+        image=description.image,
+        text=description.text,
         towers=towers,
         provenance={**provenance, "exported_with": {"torch": torch.__version__, "opset": graphs.OPSET}},
     )
@@ -190,4 +252,14 @@ def _int8_retrieval_agreement(out_dir: Path, config: Any, seed: int) -> float:
     return top_k_agreement(embed("fp32"), embed("int8"), k=10)
 
 
-__all__ = ["THRESHOLDS", "ExportOptions", "Verification", "VerificationFailed", "export_bundle", "file_name"]
+__all__ = [
+    "DESCRIBERS",
+    "THRESHOLDS",
+    "BundleDescription",
+    "ExportOptions",
+    "Verification",
+    "VerificationFailed",
+    "bundle_description",
+    "export_bundle",
+    "file_name",
+]
