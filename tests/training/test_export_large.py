@@ -2,7 +2,7 @@
 
 Each model is exported once; the export itself compares every graph with PyTorch at the listed batches
 and text lengths 1, 5, 52 and a padded mixed-length batch, and records the figures checked here.
-About 2.5 minutes on 2 idle cores.
+About a minute on 2 idle cores.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from training.models import build_model
 
 pytestmark = pytest.mark.slow
 
-BATCHES = {"RN50": (1, 7, 64), "ViT-B-16": (1, 7, 64)}
+# 16, not 64: a dynamic batch above the export's own is what matters; 64 ViT-B-16 images cost minutes
+BATCHES = {"RN50": (1, 7, 16), "ViT-B-16": (1, 7, 16)}
 
 
 @pytest.mark.parametrize("arch", sorted(BATCHES))

@@ -9,6 +9,7 @@ missing, to reach [UNK]), words and ``##`` pieces.
 from __future__ import annotations
 
 import random
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -159,11 +160,12 @@ def test_truncation_keeps_cls_and_sep_and_nothing_pads(
 
 @pytest.mark.slow
 def test_every_code_point_matches_python(tokenizers_pair: tuple[Tokenizer, object, list[str]]) -> None:
-    """Each code point alone, inside a word, and after a capital sigma (3-4 minutes on 2 cores)."""
+    """Each code point, alone, inside a word, and after a capital sigma — but of the unassigned and
+    private-use ones (~970k, handled alike, most of the run time) only every 64th."""
     fast, slow, _ = tokenizers_pair
     differing = []
     for cp in range(0x110000):
-        if 0xD800 <= cp <= 0xDFFF:
+        if 0xD800 <= cp <= 0xDFFF or (cp % 64 and unicodedata.category(chr(cp)) in ("Cn", "Co")):
             continue
         char = chr(cp)
         for text in (char, f"a{char}b", f"Σ{char}"):
