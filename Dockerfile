@@ -39,9 +39,11 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 # The project's own dependency ranges (pyproject.toml) are the pins here. Only service/ exists in this
 # stage, so setuptools' package find (service*, training*) installs the service alone.
+# EXTRAS: s3 (thumbnails in MinIO/S3); add index (Ray Data) for an image that runs `tuwen index` jobs.
+ARG EXTRAS=s3
 # hadolint ignore=DL3013
 RUN mkdir service && touch service/__init__.py \
-    && pip install ".[cpu]" && pip uninstall -y tuwen
+    && pip install ".[cpu,${EXTRAS}]" && pip uninstall -y tuwen
 COPY service ./service
 RUN pip install --no-deps . && rm -rf /src/*
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/tuwen-entrypoint
@@ -68,9 +70,10 @@ ARG TENSORRT_PACKAGES="tensorrt-cu13"
 ARG NVIDIA_INDEX=https://pypi.nvidia.com
 WORKDIR /src
 COPY pyproject.toml README.md ./
+ARG EXTRAS=s3
 # hadolint ignore=DL3013
 RUN mkdir service && touch service/__init__.py \
-    && pip install --extra-index-url "$NVIDIA_INDEX" ".[gpu]" ${TENSORRT_PACKAGES} && pip uninstall -y tuwen
+    && pip install --extra-index-url "$NVIDIA_INDEX" ".[gpu,${EXTRAS}]" ${TENSORRT_PACKAGES} && pip uninstall -y tuwen
 COPY service ./service
 RUN pip install --no-deps . && rm -rf /src/*
 COPY --chmod=0755 deploy/docker/entrypoint.sh /usr/local/bin/tuwen-entrypoint

@@ -27,7 +27,7 @@ from service.config import Settings
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter
 from service.security import ApiKeys
-from service.thumbnails import ThumbnailStore
+from service.thumbnails import thumbnail_store
 
 log = logging.getLogger("tuwen")
 
@@ -159,7 +159,7 @@ def _build_services(settings: Settings, metrics: Metrics) -> Services:
             search_max_batch=settings.search_max_batch,
             deadline_s=settings.milvus_timeout_s,
         ),
-        thumbnails=ThumbnailStore(settings.resolved_thumbnail_dir, settings.thumbnail_size),
+        thumbnails=thumbnail_store(settings),
         backend=towers.backend,
         rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst, settings.tenant_rate_limits()),
         engines_warm=True,

@@ -20,6 +20,7 @@ SERVICE_COMMANDS = (
     "service.commands.embed",
     "service.commands.serve",
     "service.commands.ingest",
+    "service.commands.index",
     "service.commands.build_engines",
 )
 

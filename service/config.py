@@ -101,6 +101,14 @@ class Settings(BaseSettings):
         None, description="Directory of ingested images' thumbnails (default: <DATA_DIR>/thumbnails)."
     )
     thumbnail_size: int = Field(256, ge=16, le=2048, description="Longest side of stored thumbnails, pixels.")
+    thumbnail_s3_uri: str = Field(
+        "",
+        description="Keep thumbnails in an S3-compatible bucket, s3://bucket/prefix (credentials: the standard "
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); empty = THUMBNAIL_DIR on local disk.",
+    )
+    s3_endpoint_url: str = Field(
+        "", description="S3 endpoint for THUMBNAIL_S3_URI, e.g. http://minio:9000; empty = AWS S3."
+    )
 
     # Dynamic batching.
     max_batch_text: int = Field(64, ge=1, le=4096, description="Most texts one text-tower batch holds.")
@@ -204,6 +212,9 @@ class Settings(BaseSettings):
                 f"and at least TUWEN_MAX_TEXTS ({self.max_texts}) and TUWEN_MAX_IMAGES ({self.max_images})"
             )
         self.tenant_rate_limits()
+        uri = self.thumbnail_s3_uri
+        if uri and not (uri.startswith("s3://") and uri[5:].split("/")[0]):
+            raise ValueError(f"TUWEN_THUMBNAIL_S3_URI must be s3://bucket[/prefix], got {uri!r}")
         # Limits that the store would refuse later, one request at a time: refuse them at start instead.
         index_cap = MAX_TOP_K.get(self.milvus_index_type or "", MILVUS_MAX_TOP_K)
         if self.max_top_k > index_cap:

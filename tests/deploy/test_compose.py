@@ -46,7 +46,7 @@ def _compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str
     )
 
 
-@pytest.mark.parametrize("profiles", [[], ["cpu"], ["ingest"], ["cpu", "ingest"]], ids=str)
+@pytest.mark.parametrize("profiles", [[], ["cpu"], ["ingest"], ["cpu", "ingest"], ["index"]], ids=str)
 def test_a_real_compose_accepts_the_file(profiles: list[str]) -> None:
     flags = [arg for profile in profiles for arg in ("--profile", profile)]
     result = _compose(*flags, "config", "--quiet", env=SECRETS)
@@ -116,13 +116,13 @@ def test_the_cpu_profile_has_no_gpu_anywhere() -> None:
 
 
 def test_state_lives_in_named_volumes_and_containers_are_locked_down() -> None:
-    config = _config("--profile", "cpu", "--profile", "ingest")
+    config = _config("--profile", "cpu", "--profile", "ingest", "--profile", "index")
     assert {"etcd", "minio", "milvus", "engines", "tuwen-data", "ingest-state"} <= set(config["volumes"])
     for name, service in config["services"].items():
         for mount in service.get("volumes", []):
             # Bind mounts only for inputs, and those read-only: config, the bundle, a folder to ingest.
             if mount["type"] == "bind":
                 assert mount.get("read_only"), f"{name}: {mount['target']} is a writable bind mount"
-    for name in ("tuwen", "tuwen-cpu", "engines", "ingest"):
+    for name in ("tuwen", "tuwen-cpu", "engines", "ingest", "index"):
         service = config["services"][name]
         assert service["read_only"] is True and service["cap_drop"] == ["ALL"], name

@@ -55,8 +55,11 @@ def test_runtime_targets_are_torch_free_non_root_and_health_checked() -> None:
         assert "HEALTHCHECK" in body and "/readyz" in body
         # Cheap rebuilds: dependencies are installed before the source is copied.
         deps = body.index(
-            'pip install --extra-index-url "$NVIDIA_INDEX" ".[gpu]"' if name == "gpu" else '".[cpu]"'
+            'pip install --extra-index-url "$NVIDIA_INDEX" ".[gpu,${EXTRAS}]"'
+            if name == "gpu"
+            else '".[cpu,${EXTRAS}]"'
         )
+        assert "ARG EXTRAS=s3" in body, f"{name}: the S3 thumbnail store needs boto3 (the s3 extra)"
         assert deps < body.index("COPY service ./service")
     assert "tensorrt" in "\n".join(stages["gpu"])
     assert '".[cpu,training]"' in "\n".join(stages["training"])

@@ -140,6 +140,8 @@ def _sample_values() -> dict[str, Any]:
             samples[field] = 8000
         elif field == "milvus_uri":
             samples[field] = "http://milvus:19530"
+        elif field == "thumbnail_s3_uri":
+            samples[field] = "s3://thumbnails/tuwen"
         elif field == "rate_limits":  # tenant:rps for a tenant of the keys file below
             samples[field] = "globex:5"
         else:  # paths and strings

@@ -1,0 +1,127 @@
+"""Offline indexing vs HTTP ingest: images/s for the same folder through ``tuwen index`` (Ray Data → Parquet,
+then ``tuwen load`` into a fresh local Milvus server) and through ``tuwen ingest`` into a running service.
+
+    .venv/bin/python bench/index_throughput.py                          # 5,000 JPEGs of 256 px
+    .venv/bin/python bench/index_throughput.py --images 1000 --actors 1 2 --num-cpus 2
+
+Both sides use the same random ``--arch`` bundle, the same images (bench/ingest_throughput.py's synthetic
+scenes) and the same default store (a local Milvus 2.3.5 server in a fresh data directory), and each runs
+as the real CLI in a subprocess, start-up included (Ray's ~5–10 s, the Milvus server's ~7–10 s for the
+load). Index items/s counts embedded images over the index step alone and over index + load. Prints a
+table and saves JSON under ``bench/results/``. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench scripts run from a checkout
+
+from bench.common import TUWEN, ensure_bundle, machine, print_table, save_json, serve  # noqa: E402
+from bench.ingest_throughput import ingest_once, write_images  # noqa: E402
+
+
+def timed(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        args, capture_output=True, text=True, check=False, cwd=ROOT, env={**os.environ, **env}
+    )
+    return time.perf_counter() - started, proc
+
+
+def index_once(bundle: Path, folder: Path, actors: int, num_cpus: int | None, batch: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="tuwen-bench-index-") as work:
+        out, env = (
+            Path(work) / "out",
+            {"TUWEN_BUNDLE": str(bundle), "TUWEN_DATA_DIR": str(Path(work) / "data")},
+        )
+        args = [str(TUWEN), "index", str(folder), "--out", str(out), "--actors", str(actors)]
+        args += ["--batch-size", str(batch), "--no-progress"] + (
+            ["--num-cpus", str(num_cpus)] if num_cpus else []
+        )
+        index_s, proc = timed(args, env)
+        load_s, load = timed([str(TUWEN), "load", str(out), "--no-progress"], env)
+        summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
+    embedded = summary.get("embedded", 0)
+    return {
+        "actors": actors,
+        "index_s": index_s,
+        "load_s": load_s,
+        "embedded": embedded,
+        "loaded": summary.get("loaded", 0),
+        "failed": summary.get("failed", 0),
+        "index_items_per_s": embedded / index_s,
+        "index_load_items_per_s": embedded / (index_s + load_s),
+        "exit_codes": [proc.returncode, load.returncode],
+        "cli_output": (proc.stdout + load.stdout).strip().splitlines()[-2:]
+        + load.stderr.strip().splitlines()[-2:],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="tiny-vit", help="model architecture of the random bundle (%(default)s)")
+    p.add_argument("--images", type=int, default=5000, help="images in the folder (%(default)s)")
+    p.add_argument("--image-size", type=int, default=256, help="side of each JPEG (%(default)s)")
+    p.add_argument("--actors", type=int, nargs="+", default=[1], help="tuwen index --actors")
+    p.add_argument("--num-cpus", type=int, help="tuwen index --num-cpus (default: all)")
+    p.add_argument("--batch-size", type=int, default=32, help="tuwen index --batch-size (%(default)s)")
+    p.add_argument("--concurrency", type=int, default=16, help="tuwen ingest --concurrency (%(default)s)")
+    p.add_argument(
+        "--workdir", type=Path, help="bundle and images, reused between runs (default: a temp dir)"
+    )
+    p.add_argument("--out", type=Path, help="JSON path (default: bench/results/index-<time>.json)")
+    args = p.parse_args(argv)
+
+    workdir: Path = args.workdir or Path(tempfile.gettempdir()) / f"tuwen-bench-ingest-{args.arch}"
+    bundle = ensure_bundle(workdir / "bundle", args.arch)
+    folder = write_images(workdir / f"images-{args.images}-{args.image_size}", args.images, args.image_size)
+    rows: list[dict[str, Any]] = []
+    for actors in args.actors:
+        row = {
+            "path": f"index --actors {actors}",
+            **index_once(bundle, folder, actors, args.num_cpus, args.batch_size),
+        }
+        row["items_per_s"] = row["index_load_items_per_s"]
+        rows.append(row)
+        print(
+            f"  {row['path']}: {row['index_items_per_s']:.1f} images/s indexing, {row['items_per_s']:.1f} with the load"
+        )
+    with (
+        tempfile.TemporaryDirectory(prefix="tuwen-ingest-data-") as data,
+        serve(bundle, Path(data), env={}) as service,
+    ):
+        ingest = ingest_once(service.url, folder, args.concurrency, workdir)
+    rows.append(
+        {"path": f"ingest --concurrency {args.concurrency}", "embedded": ingest["acknowledged"], **ingest}
+    )
+    print(f"  ingest: {ingest['items_per_s']:.1f} images/s")
+    result = {
+        "bench": "index_throughput",
+        "arch": args.arch,
+        "images": args.images,
+        "image_size": args.image_size,
+        "machine": machine(),
+        "runs": rows,
+    }
+    print(
+        f"\n{args.arch}, {args.images} JPEGs of {args.image_size} px, load average {result['machine']['load_average']}"
+    )
+    print_table(
+        rows,
+        ["path", "items_per_s", "index_items_per_s", "embedded", "failed", "seconds", "index_s", "load_s"],
+    )
+    save_json(f"index-{args.arch}", result, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The model as the indexer uses it: the ONE place that calls the bundle, preprocessing and engine APIs.
+
+Everything here mirrors what the service does for the same input (service/app.py builds its Embedder the
+same way from the same ``Settings``), so `tuwen index` stores the vectors and thumbnails that POST /items
+would: the same decode limits, the same reduced-scale JPEG decode, the same towers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from service.config import Settings
+from service.thumbnails import render_thumbnail
+
+if TYPE_CHECKING:
+    from service.engines import Towers
+    from service.preprocessing.image import ImageSpec
+    from service.preprocessing.text import TextTokenizer
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    dim: int
+    image_size: int
+
+
+def model_info(settings: Settings) -> ModelInfo:
+    from service.bundle import Bundle
+
+    bundle = Bundle.load(settings.bundle)
+    return ModelInfo(bundle.model_name, bundle.embed_dim, bundle.image_spec().size)
+
+
+def decode_min_side(settings: Settings, image_size: int) -> int:
+    """The service's choice (service/app.py): 2x the model input, or the thumbnail size if larger."""
+    return max(2 * image_size, settings.thumbnail_size)
+
+
+class Preprocessor:
+    """Image bytes → (pixels float32 [3, S, S], thumbnail JPEG); raises ImageError like the service."""
+
+    def __init__(self, settings: Settings) -> None:
+        from service.bundle import Bundle
+
+        self._settings = settings
+        self._spec: ImageSpec = Bundle.load(settings.bundle, verify_hashes=False).image_spec()
+        self._reduce_to = decode_min_side(settings, self._spec.size)
+
+    def __call__(self, data: bytes) -> tuple[np.ndarray, bytes]:
+        from service.preprocessing.image import decode_image, preprocess
+
+        image = decode_image(
+            data,
+            max_bytes=self._settings.max_upload_bytes,
+            max_pixels=self._settings.max_image_pixels,
+            reduce_to=self._reduce_to,
+        )
+        return preprocess([image], self._spec)[0], render_thumbnail(image, self._settings.thumbnail_size)
+
+
+class Encoder:
+    """The bundle's two towers, loaded as the service loads them (backend, precision, threads)."""
+
+    def __init__(self, settings: Settings, max_batch: int) -> None:
+        from service.bundle import Bundle
+        from service.engines import load_towers
+
+        bundle = Bundle.load(settings.bundle)
+        self.tokenizer: TextTokenizer = bundle.tokenizer()
+        self.towers: Towers = load_towers(
+            bundle,
+            backend=settings.backend,
+            precision=settings.precision,
+            threads=settings.intra_op_threads,
+            spin_wait=settings.ort_spin_wait,
+            max_batch=max_batch,
+            engine_cache_dir=settings.engine_cache_dir,
+        )
+
+    def images(self, pixels: np.ndarray) -> np.ndarray:
+        return np.asarray(self.towers.image.embed(np.ascontiguousarray(pixels)), dtype=np.float32)
+
+    def texts(self, texts: list[str]) -> np.ndarray:
+        ids, mask = self.tokenizer.pad(self.tokenizer.encode(texts))
+        return np.asarray(self.towers.text.embed(ids, mask), dtype=np.float32)

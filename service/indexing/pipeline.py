@@ -1,0 +1,205 @@
+"""The Ray Data pipeline of `tuwen index`: plan rows → read + decode + preprocess + thumbnail (CPU tasks)
+→ embed (an actor pool, each actor holding the bundle's towers) → the driver, which cuts the ordered
+stream back into shards and commits each one (``OutputDir.finish_shard``).
+
+Order is preserved (``preserve_order``) so shards complete one after another and the driver holds at
+most a shard or two of rows; a failed item travels through the pipeline as a row with ``error`` set, so it
+is counted and reported, never dropped and never fatal.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.config import Settings
+from service.indexing.model import Encoder, Preprocessor
+from service.indexing.shards import OutputDir, ShardResult, arrow_schema, failure
+from service.indexing.sources import Row, read_bytes
+
+_preprocessors: dict[str, Preprocessor] = {}
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # None: a local Ray on this machine
+    num_cpus: int | None = None  # local Ray only
+    actors: int = 1  # embedding actors (each loads the towers)
+    actor_cpus: float = 1.0
+    actor_gpus: float = 0.0  # 1 per actor on GPU nodes: Ray places one actor per GPU
+    batch_size: int = 32  # images per tower call
+    decode_batch: int = 16
+
+
+def init_ray(options: RayOptions) -> Any:
+    import ray
+
+    if not ray.is_initialized():
+        if options.address:
+            ray.init(address=options.address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.execution_options.preserve_order = True  # shards finish in order: the driver buffers little
+    context.enable_progress_bars = False  # ours is one bar over items, not one per operator
+    return ray
+
+
+def decode_batch(batch: dict[str, np.ndarray], settings: Settings) -> dict[str, np.ndarray]:
+    """Ray task: read each image's bytes, decode and preprocess it as the service does, render its
+    thumbnail; an input that fails gets ``error`` instead."""
+    from service.preprocessing.image import ImageError
+
+    key = settings.model_dump_json()
+    prepare = _preprocessors.get(key) or _preprocessors.setdefault(key, Preprocessor(settings))
+    n = len(batch["id"])
+    pixels, thumbs, errors = [b""] * n, [b""] * n, list(batch["error"])
+    for i in range(n):
+        if errors[i] or batch["kind"][i] != "image":
+            continue
+        try:
+            values, thumbs[i] = prepare(read_bytes(str(batch["ref"][i])))
+            pixels[i] = values.tobytes()
+        except ImageError as exc:
+            errors[i] = f"{exc.code}: {exc.message}"
+        except (OSError, ValueError) as exc:
+            errors[i] = f"image_unreadable: cannot read the image ({exc})"
+    return {
+        **{k: v for k, v in batch.items() if k != "ref"},
+        "pixels": np.array(pixels, dtype=object),
+        "thumbnail": np.array(thumbs, dtype=object),
+        "error": np.array(errors, dtype=object),
+    }
+
+
+class EmbedActor:
+    """Ray actor: the towers, loaded once; embeds the batch's images and texts."""
+
+    def __init__(self, settings: Settings, image_size: int, dim: int, batch_size: int) -> None:
+        self.encoder = Encoder(settings, max_batch=batch_size)
+        self.shape = (3, image_size, image_size)
+        self.dim = dim
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = np.array([not e for e in batch["error"]], dtype=bool)
+        vectors = np.zeros((len(ok), self.dim), np.float32)
+        images = np.flatnonzero(ok & (batch["kind"] == "image"))
+        texts = np.flatnonzero(ok & (batch["kind"] == "text"))
+        if len(images):
+            pixels = np.stack(
+                [np.frombuffer(batch["pixels"][i], np.float32).reshape(self.shape) for i in images]
+            )
+            vectors[images] = self.encoder.images(pixels)
+        if len(texts):
+            vectors[texts] = self.encoder.texts([str(batch["text"][i]) for i in texts])
+        return {**{k: v for k, v in batch.items() if k != "pixels"}, "vector": vectors}
+
+
+def run(
+    rows: Sequence[Row],
+    shard_size: int,
+    pending: list[int],
+    settings: Settings,
+    out: OutputDir,
+    dim: int,
+    image_size: int,
+    options: RayOptions,
+    on_items: Callable[[int], None] = lambda n: None,
+) -> list[ShardResult]:
+    """Index the ``pending`` shards of ``rows``; each is committed as soon as its last item arrives."""
+    ray = init_ray(options)
+    expected = {s: len(rows[s * shard_size : (s + 1) * shard_size]) for s in pending}
+    items = [
+        {**row.as_dict(), "shard": s} for s in pending for row in rows[s * shard_size : (s + 1) * shard_size]
+    ]
+    if not items:
+        return []
+    # An actor's ONNX Runtime threads match the CPUs Ray reserved for it (its default, every core of the
+    # node, would fight the decode tasks); TUWEN_INTRA_OP_THREADS still wins when set.
+    actor_settings = settings
+    if settings.intra_op_threads is None:
+        threads = max(1, round(options.actor_cpus))
+        actor_settings = settings.model_copy(update={"intra_op_threads": threads})
+    blocks = max(1, min(len(items) // max(options.decode_batch, 1), len(pending) * 4))
+    dataset = (
+        ray.data.from_items(items, override_num_blocks=blocks)
+        .map_batches(
+            decode_batch,
+            fn_args=(settings,),
+            batch_size=options.decode_batch,
+            batch_format="numpy",
+            num_cpus=1,
+            # A decode holds a full image of up to MAX_IMAGE_PIXELS (RGB plus a converted copy). Reserving
+            # it also keeps Ray from fusing these tasks into the embedding actors (their resources differ),
+            # so decoding scales with the cluster's CPUs, apart from the few model replicas.
+            memory=settings.max_image_pixels * 6,
+        )
+        .map_batches(
+            EmbedActor,
+            fn_constructor_args=(actor_settings, image_size, dim, options.batch_size),
+            batch_size=options.batch_size,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=options.actors),
+            num_cpus=options.actor_cpus,
+            num_gpus=options.actor_gpus,
+        )
+    )
+    collected: dict[int, list[dict[str, Any]]] = {}
+    finished: list[ShardResult] = []
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        for i in range(len(batch["id"])):
+            shard = int(batch["shard"][i])
+            collected.setdefault(shard, []).append({k: batch[k][i] for k in batch})
+            if len(collected[shard]) == expected[shard]:
+                finished.append(_commit(shard, collected.pop(shard), out, dim))
+        on_items(len(batch["id"]))
+    if collected:  # cannot happen unless Ray lost rows: refuse to mark such shards done
+        raise RuntimeError(f"shards {sorted(collected)} came back incomplete from Ray; rerun to redo them")
+    return finished
+
+
+def _commit(shard: int, rows: list[dict[str, Any]], out: OutputDir, dim: int) -> ShardResult:
+    import pyarrow as pa
+
+    good = [r for r in rows if not r["error"]]
+    failures = [
+        failure({k: str(r[k]) for k in ("kind", "id", "source")}, str(r["error"])) for r in rows if r["error"]
+    ]
+    vectors = (
+        np.stack([r["vector"] for r in good]).astype(np.float32) if good else np.zeros((0, dim), np.float32)
+    )
+    table = pa.table(
+        {
+            "kind": [str(r["kind"]) for r in good],
+            "id": [str(r["id"]) for r in good],
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
+            "metadata": [str(r["metadata"]) for r in good],
+            "text": [str(r["text"]) if r["kind"] == "text" else None for r in good],
+            "thumbnail": [bytes(r["thumbnail"]) if r["kind"] == "image" else None for r in good],
+        },
+        schema=arrow_schema(dim),
+    )
+    result = ShardResult(index=shard, items=len(rows), embedded=len(good), failures=failures)
+    out.finish_shard(result, table)
+    return result
+
+
+def progress(total: int, done: int, enabled: bool) -> Any:
+    """A rich progress bar over items, shown only on a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(
+        TextColumn("index"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        disable=not (enabled and sys.stdout.isatty()),
+    )
+    task = bar.add_task("index", total=total, completed=done)
+    return bar, lambda n: bar.advance(task, n)
