@@ -43,7 +43,7 @@ MAX_CHARS_PER_WORD = 200
 _WORD_STAND_INS = "\u2601\u2602\u2603\u2604"  # ☁☂☃☄
 _PUNCT_STAND_INS = "\u2017\u2016\u2020\u2021"  # ‗‖†‡
 _RUST_MISSING_CJK = range(0x2B820, 0x2B920)
-_OFFICIAL_CJK = (
+BERT_CJK_RANGES = (
     (0x4E00, 0x9FFF),
     (0x3400, 0x4DBF),
     (0x20000, 0x2A6DF),
@@ -55,8 +55,9 @@ _OFFICIAL_CJK = (
 )
 
 
-def _is_official_cjk(cp: int) -> bool:
-    return any(lo <= cp <= hi for lo, hi in _OFFICIAL_CJK)
+def is_bert_cjk(cp: int) -> bool:
+    """A "Chinese character" as BERT's Python BasicTokenizer defines it (it spaces each one out)."""
+    return any(lo <= cp <= hi for lo, hi in BERT_CJK_RANGES)
 
 
 def _is_official_punctuation(char: str) -> bool:
@@ -112,7 +113,7 @@ class _PythonBertRewrite(dict[int, str | int | None]):
             else:
                 out.append(self._punct if _is_official_punctuation(c) else self._word)
         text = "".join(out)
-        return f" {text} " if _is_official_cjk(cp) else text
+        return f" {text} " if is_bert_cjk(cp) else text
 
 
 def _is_risky(char: str) -> bool:
@@ -134,7 +135,7 @@ def _official_words(text: str) -> str:
         elif c in "\x00\ufffd" or unicodedata.category(c) in ("Cc", "Cf"):
             continue
         else:
-            out.append(f" {c} " if _is_official_cjk(ord(c)) else c)
+            out.append(f" {c} " if is_bert_cjk(ord(c)) else c)
     return "".join(out)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from training.checkpoints.detect import model_shapes
-from training.checkpoints.hf_directory import weights_file
+from training.checkpoints.hf_directory import hf_model_type, weights_file
 from training.checkpoints.state_dicts import CheckpointError, compare, load_strict, read_weights
 from training.models import ALIGN, AlignConfig, build_model, list_models, load_model_config
 
@@ -194,13 +194,7 @@ def _config(name: str) -> AlignConfig:
 
 
 def is_align_directory(directory: Path) -> bool:
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        return False
-    try:
-        return json.loads(config_path.read_text()).get("model_type") == MODEL_TYPE
-    except (json.JSONDecodeError, AttributeError):
-        return False
+    return hf_model_type(directory) == MODEL_TYPE
 
 
 def read_align_directory(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

@@ -24,6 +24,18 @@ _STRUCTURE = (
 )
 
 
+def hf_model_type(directory: Path) -> str | None:
+    """The ``model_type`` of a Hugging Face model directory's config.json, or None when it has none."""
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        model_type = json.loads(config_path.read_text()).get("model_type")
+    except (json.JSONDecodeError, AttributeError):
+        return None
+    return model_type if isinstance(model_type, str) else None
+
+
 def weights_file(directory: Path) -> Path:
     for name in WEIGHT_FILES:
         if (directory / name).is_file():

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from service.preprocessing.text import is_bert_cjk
+
 CLS, SEP, UNK, PAD, MASK = "[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]"
 MAX_CHARS_PER_WORD = 100  # BertTokenizer's WordpieceTokenizer default
 
@@ -157,7 +159,7 @@ def _python_basic_words(text: str) -> list[str]:
             continue
         if char in " \t\n\r" or category == "Zs":
             cleaned.append(" ")
-        elif _is_python_cjk(ord(char)):
+        elif is_bert_cjk(ord(char)):
             cleaned.append(f" {char} ")
         else:
             cleaned.append(char)
@@ -176,22 +178,6 @@ def _python_basic_words(text: str) -> list[str]:
         if word:
             words.append(word)
     return " ".join(words).split()
-
-
-def _is_python_cjk(cp: int) -> bool:
-    return any(lo <= cp <= hi for lo, hi in _PYTHON_CJK)
-
-
-_PYTHON_CJK = (
-    (0x4E00, 0x9FFF),
-    (0x3400, 0x4DBF),
-    (0x20000, 0x2A6DF),
-    (0x2A700, 0x2B73F),
-    (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF),
-    (0xF900, 0xFAFF),
-    (0x2F800, 0x2FA1F),
-)
 
 
 def _is_python_punctuation(char: str) -> bool:
