@@ -41,6 +41,7 @@ from service.engines.verify import (
     require,
     session_runner,
     text_cases,
+    token_layout,
 )
 
 FP16_THRESHOLD, FP32_THRESHOLD = 0.999, 0.9999
@@ -119,10 +120,14 @@ def build_engines(
     out_dir.mkdir(parents=True, exist_ok=True)
     invalidate(out_dir)
     manifest = bundle.manifest
+    tokenizer = bundle.tokenizer()
     cases = {
         "image": image_cases(manifest.image.size, (1, 7, min(max_batch, 64))),
         "text": text_cases(
-            manifest.text.context_length, bundle.tokenizer().vocab_size, (1, 7, min(max_batch, 64))
+            manifest.text.context_length,
+            tokenizer.vocab_size,
+            (1, 7, min(max_batch, 64)),
+            layout=token_layout(tokenizer),
         ),
     }
     plans: dict[Tower, PlanFile] = {}

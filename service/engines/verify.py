@@ -20,9 +20,39 @@ from service.bundle import Verification
 if TYPE_CHECKING:
     import onnxruntime as ort
 
+    from service.preprocessing.text import TextTokenizer
+
 CLS_ID, SEP_ID, FIRST_WORD_ID = 101, 102, 672  # ids below 672 are special tokens and punctuation
 
 Feeds = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """The ids sample texts are made of: ``bos`` random words ``eos``, right-padded with ``pad``; words are
+    drawn from ``first_word`` up to the model's vocab size. The default is Chinese-CLIP's BERT vocab; the
+    exporter derives each family's from its tokenizer (XLM-R: ``<s>``=0, ``</s>``=2, ``<pad>``=1)."""
+
+    bos: int = CLS_ID
+    eos: int = SEP_ID
+    pad: int = 0
+    first_word: int = FIRST_WORD_ID
+
+
+BERT_LAYOUT = TokenLayout()
+
+
+def token_layout(tokenizer: TextTokenizer) -> TokenLayout:
+    """The layout of a family's tokenizer: its start and end tokens (what it adds to an empty text), its pad
+    id, and words from the first id above those."""
+    specials = tokenizer.encode("", normalize=False)[0]
+    if len(specials) != 2:
+        raise ValueError(
+            f"the tokenizer turns an empty text into {specials}; sample texts need a start and an end token"
+            " (a post-processor template such as `<s> $A </s>`)"
+        )
+    bos, eos = specials
+    return TokenLayout(bos=bos, eos=eos, pad=tokenizer.pad_id, first_word=max(bos, eos, tokenizer.pad_id) + 1)
 
 
 class VerificationFailed(Exception):
@@ -46,19 +76,28 @@ def image_cases(resolution: int, batches: Sequence[int] = (1, 7), seed: int = 0)
     ]
 
 
-def random_token_ids(rng: np.random.Generator, length: int, vocab_size: int) -> list[int]:
-    """[CLS] words [SEP] of exactly ``length`` tokens (length 1 is a lone [CLS])."""
+def random_token_ids(
+    rng: np.random.Generator, length: int, vocab_size: int, layout: TokenLayout = BERT_LAYOUT
+) -> list[int]:
+    """``bos`` words ``eos`` of exactly ``length`` tokens (length 1 is a lone ``bos``)."""
+    if layout.first_word >= vocab_size:
+        raise ValueError(
+            f"no word ids: the first word id {layout.first_word} is not below vocab size {vocab_size}"
+        )
     if length == 1:
-        return [CLS_ID]
-    return [CLS_ID, *rng.integers(FIRST_WORD_ID, vocab_size, length - 2).tolist(), SEP_ID]
+        return [layout.bos]
+    return [layout.bos, *rng.integers(layout.first_word, vocab_size, length - 2).tolist(), layout.eos]
 
 
-def pad_ids(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+def pad_ids(rows: Sequence[Sequence[int]], pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad ``rows`` with ``pad_id``; the mask comes from the lengths (XLM-R's ``<s>`` is id 0)."""
     width = max(len(r) for r in rows)
-    ids = np.zeros((len(rows), width), np.int64)
+    ids = np.full((len(rows), width), pad_id, np.int64)
+    mask = np.zeros((len(rows), width), np.int64)
     for i, row in enumerate(rows):
         ids[i, : len(row)] = row
-    return ids, (ids != 0).astype(np.int64)
+        mask[i, : len(row)] = 1
+    return ids, mask
 
 
 def text_cases(
@@ -67,18 +106,24 @@ def text_cases(
     batches: Sequence[int] = (1, 7),
     lengths: Sequence[int] = (1, 5, 52),
     seed: int = 0,
+    layout: TokenLayout = BERT_LAYOUT,
 ) -> list[Case]:
     rng = np.random.default_rng(seed)
+
+    def rows(n: int, length: int) -> list[list[int]]:
+        return [random_token_ids(rng, length, vocab_size, layout) for _ in range(n)]
+
     cases = []
     for n in batches:
         for length in (min(length, context_length) for length in lengths):
-            ids, mask = pad_ids([random_token_ids(rng, length, vocab_size) for _ in range(n)])
+            ids, mask = pad_ids(rows(n, length), layout.pad)
             cases.append(Case(f"text batch {n} length {length}", {"input_ids": ids, "attention_mask": mask}))
     # a batch of different lengths padded to the longest: padding must not change any row
-    rows = [
-        random_token_ids(rng, int(length), vocab_size) for length in rng.integers(2, context_length + 1, 7)
+    mixed = [
+        random_token_ids(rng, int(length), vocab_size, layout)
+        for length in rng.integers(2, context_length + 1, 7)
     ]
-    ids, mask = pad_ids(rows)
+    ids, mask = pad_ids(mixed, layout.pad)
     cases.append(
         Case(
             f"text batch 7 mixed lengths padded to {ids.shape[1]}", {"input_ids": ids, "attention_mask": mask}

@@ -18,7 +18,14 @@ def register_export(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument(
         "checkpoint",
         type=Path,
-        help="Tuwen or official Chinese-CLIP .pt file, or a HF ChineseCLIPModel directory",
+        help="Tuwen or official Chinese-CLIP .pt file, or a HF ChineseCLIPModel, AltCLIPModel or AlignModel"
+        " directory",
+    )
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="AltCLIP / ALIGN: the directory (or file) with the model's tokenizer: sentencepiece.bpe.model"
+        " (or tokenizer.json) / vocab.txt (default: the checkpoint's directory)",
     )
     p.add_argument("--arch", help="model name, e.g. ViT-B-16 (detected from the weights when omitted)")
     p.add_argument("--out", type=Path, required=True, help="bundle directory to write")
@@ -39,14 +46,20 @@ def run_export(args: argparse.Namespace) -> int:
     except (CheckpointError, FileNotFoundError) as exc:
         raise CommandError(str(exc)) from exc
     provenance = {"checkpoint": str(args.checkpoint), **loaded.provenance}
+    # a Hugging Face directory holds its tokenizer files; beside a .pt file is the best guess
+    checkpoint = Path(args.checkpoint)
+    tokenizer = args.tokenizer or (checkpoint if checkpoint.is_dir() else checkpoint.parent)
     try:
         manifest = export_bundle(
             loaded.model,
             args.out,
             provenance=provenance,
             options=ExportOptions(fp16=args.fp16, int8=args.int8),
+            tokenizer_source=tokenizer,
         )
     except VerificationFailed as exc:
         raise CommandError(str(exc), exit_code=1) from exc
-    print(f"wrote bundle {args.out} ({manifest.model_name}, dim {manifest.embed_dim})")
+    except ValueError as exc:  # e.g. a family's tokenizer file missing: the message names --tokenizer
+        raise CommandError(str(exc)) from exc
+    print(f"wrote bundle {args.out} ({manifest.family} {manifest.model_name}, dim {manifest.embed_dim})")
     return 0

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 from onnx.external_data_helper import uses_external_data
 from torch import nn
 from torch.export import Dim
+
+from service.engines.verify import BERT_LAYOUT, TokenLayout, pad_ids, random_token_ids
 
 OPSET = 18
 MAX_BATCH = 4096  # an upper bound the exporter needs; engines pick their own (build-engines --max-batch)
@@ -70,7 +73,9 @@ def _export(
             dynamic_shapes=dynamic,
             opset_version=OPSET,
             dynamo=True,
-            external_data=False,
+            # weights beside the graph whatever the size: protobuf cannot hold an AltCLIP text tower (over
+            # 2 GiB in fp32); optimize_offline decides by size whether the bundle's graph keeps them apart
+            external_data=True,
             optimize=True,
             verbose=False,
         )
@@ -86,20 +91,23 @@ def export_image_tower(model: nn.Module, resolution: int, path: Path) -> None:
     )
 
 
-def export_text_tower(model: nn.Module, context_length: int, path: Path) -> None:
-    ids = torch.randint(672, 21128, (2, 8))
-    ids[:, 0], ids[:, -1] = 101, 102
+def export_text_tower(
+    model: nn.Module,
+    context_length: int,
+    path: Path,
+    *,
+    vocab_size: int,
+    layout: TokenLayout = BERT_LAYOUT,
+) -> None:
+    """``layout``: the family's start, end and pad ids; the sample stays inside the model's vocab."""
+    # sample batch 2 and length > 1: a size-1 dimension would be specialised to a constant by torch.export
+    length = min(8, context_length)
+    rows = [random_token_ids(np.random.default_rng(row), length, vocab_size, layout) for row in range(2)]
+    ids, mask = (torch.from_numpy(a) for a in pad_ids(rows, layout.pad))
     batch = Dim("batch", min=1, max=MAX_BATCH)
     seq = Dim("seq", min=1, max=context_length)
     dynamic = {"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}}
-    _export(
-        TextTower(model),
-        (ids, torch.ones_like(ids)),
-        path,
-        ["input_ids", "attention_mask"],
-        "text_embeds",
-        dynamic,
-    )
+    _export(TextTower(model), (ids, mask), path, ["input_ids", "attention_mask"], "text_embeds", dynamic)
 
 
 def external_data_name(graph: Path) -> str:
@@ -159,15 +167,22 @@ def optimize_offline(src: Path, dst: Path, *, external_data: bool = False) -> No
         options.add_session_config_entry(
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
         )
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"])
+    else:
+        # from memory: ONNX Runtime would keep pointing at the source's data file (the exporter always
+        # writes one) instead of inlining the weights
+        model = onnx.load(str(src)).SerializeToString()
+        ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def convert_fp16(src: Path, dst: Path, *, external_data: bool = False) -> None:
     """Half-precision weights and compute, float32 inputs/outputs, numerically delicate ops kept in fp32."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
+    # by path: shape inference then runs on the file (infer_shapes_path), which a graph over protobuf's 2 GiB
+    # (AltCLIP's fp32 text tower) needs; an in-memory ModelProto would be serialised whole for it
     model = convert_float_to_float16(
-        onnx.load(str(src)), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32_OPS]
+        str(src), keep_io_types=True, op_block_list=[*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FP32_OPS]
     )
     save_graph(model, dst, external_data=external_data)
 

@@ -33,6 +33,10 @@ class CLIP(nn.Module):
         self.visual.set_grad_checkpointing(enable)
         self.bert.set_grad_checkpointing(enable)
 
+    def scale(self) -> torch.Tensor:
+        """The multiplier of cosine similarities in the logits: exp(logit_scale)."""
+        return self.logit_scale.exp()
+
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N, 3, R, R] float pixels -> [N, embed_dim] features (not normalised)."""
         return self.visual(pixels)
@@ -51,4 +55,4 @@ class CLIP(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         image_features = F.normalize(self.encode_image(images), dim=-1)
         text_features = F.normalize(self.encode_text(input_ids, attention_mask), dim=-1)
-        return image_features, text_features, self.logit_scale.exp()
+        return image_features, text_features, self.scale()
