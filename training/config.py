@@ -2,7 +2,9 @@
 
 A stage of the two-stage recipe is a config file, not a code path: stage 1 sets `freeze_image_tower: true`
 and initialises from pretrained towers; stage 2 initialises from the stage-1 checkpoint with everything
-trainable and a fresh optimizer and schedule.
+trainable and a fresh optimizer and schedule. The other families' recipes are configs too: `loss` picks
+InfoNCE (Chinese-CLIP, AltCLIP's contrastive stage), ALIGN's smoothed softmax, or AltCLIP's teacher learning;
+the model family comes from `arch`.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    format: Literal["cnclip-tsv", "cnclip-lmdb", "jsonl"] = Field(
+    format: Literal["cnclip-tsv", "cnclip-lmdb", "jsonl", "parallel-jsonl"] = Field(
         "cnclip-tsv",
         description="cnclip-tsv: {split}_imgs.tsv + {split}_texts.jsonl under `root`; cnclip-lmdb: "
         "root/lmdb/{split}/{imgs,pairs} (or root/{split}); jsonl: root/{split}.jsonl of "
-        '{"image": path, "text": ...} with image paths relative to that file',
+        '{"image": path, "text": ...} with image paths relative to that file; parallel-jsonl (teacher '
+        'learning, no images): root/{split}_parallel.jsonl of {"teacher": text, "student": its translation}',
     )
     root: Path = Field(Path("data"), description="dataset directory")
     train_split: str = "train"
@@ -44,6 +47,11 @@ class InitConfig(_Strict):
     hf_bert: Path | None = Field(
         None, description="a Hugging Face Chinese (Ro)BERTa directory for the text tower"
     )
+    teacher: Path | None = Field(
+        None,
+        description="AltCLIP teacher learning: a Chinese-CLIP/CLIP checkpoint whose frozen text tower is the "
+        "teacher; unless init.checkpoint is set, its image tower and text projection also initialise the model",
+    )
 
 
 class TrainConfig(_Strict):
@@ -53,6 +61,17 @@ class TrainConfig(_Strict):
     arch: str = Field("tiny-vit", description="a name from training.models.list_models()")
     init: InitConfig = InitConfig()
     data: DataConfig = DataConfig()
+    loss: Literal["infonce", "align", "teacher-mse"] = Field(
+        "infonce",
+        description="infonce: symmetric InfoNCE, cosine × exp(logit_scale) (Chinese-CLIP, AltCLIP stage 2); "
+        "align: ALIGN's cosine / temperature with label smoothing 0.1; teacher-mse: AltCLIP teacher learning "
+        "on parallel text (MSE to the frozen teacher's pooled text feature)",
+    )
+    tokenizer: Path | None = Field(
+        None,
+        description="the text tower's tokenizer: AltCLIP's SentencePiece .model or ALIGN's vocab.txt (the "
+        "files `tuwen export` reads), or a tokenizer.json; Chinese-CLIP: a vocab.txt, null = the shipped vocab",
+    )
 
     text_dropout: float | None = Field(
         None,
@@ -60,6 +79,17 @@ class TrainConfig(_Strict):
         "0.1. Tiny from-scratch runs need 0: dropout noise lets them settle on constant features",
     )
     freeze_image_tower: bool = Field(False, description="stage 1: image tower frozen and kept in eval mode")
+    image_batchnorm: Literal["train", "frozen"] = Field(
+        "train",
+        description="BatchNorm in a trained image tower: train = running statistics updated (EfficientNet's "
+        "TF-style momentum 0.99 converted to PyTorch's 0.01); frozen = statistics fixed (eval mode)",
+    )
+    recalibrate_batchnorm: int = Field(
+        0,
+        description="after the last step, re-estimate the image tower's BatchNorm statistics over this many "
+        "training batches with the final weights (0 = off). Short from-scratch runs need it: momentum 0.01 "
+        "averages ~100 steps of weights that training has since moved",
+    )
     batch_size: int = Field(64, description="per rank; the contrastive batch is batch_size × world size")
     max_steps: int = Field(1000, description="optimizer steps in this run (the schedule spans them)")
     lr: float = 5e-4
@@ -90,6 +120,21 @@ class TrainConfig(_Strict):
     def _check(self) -> TrainConfig:
         if self.warmup_steps > self.max_steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds max_steps ({self.max_steps})")
+        teacher_learning = self.loss == "teacher-mse"
+        if teacher_learning != (self.data.format == "parallel-jsonl"):
+            raise ValueError(
+                f"loss {self.loss} with data.format {self.data.format}: teacher-mse trains on parallel text "
+                "(data.format: parallel-jsonl) and the contrastive losses on image-text pairs"
+            )
+        if self.recalibrate_batchnorm and (self.freeze_image_tower or self.image_batchnorm == "frozen"):
+            raise ValueError(
+                "recalibrate_batchnorm re-estimates a trained image tower's BatchNorm statistics; with "
+                "freeze_image_tower or image_batchnorm: frozen they must stay fixed: set it to 0"
+            )
+        if teacher_learning and self.init.teacher is None:
+            raise ValueError(
+                "loss teacher-mse needs init.teacher: the Chinese-CLIP/CLIP checkpoint that teaches"
+            )
         return self
 
 

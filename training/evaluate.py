@@ -17,12 +17,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from service.preprocessing.image import CLIP_MEAN, CLIP_STD, ImageSpec
-from service.preprocessing.text import ChineseTokenizer
+from service.preprocessing.text import TextTokenizer
 from training.data.cnclip import TsvImages, read_texts
 from training.data.dataset import load_pixels
 from training.data.records import DataError, OnError, report
-from training.models import CLIP
+from training.families import image_spec, text_tokenizer
+from training.models import ALIGN, CLIP, AltCLIP
+
+Model = CLIP | AltCLIP | ALIGN
 
 KS = (1, 5, 10)
 # Generic Chinese prompt templates for zero-shot classification ("a photo of {}", "a picture of {}", …).
@@ -92,11 +94,15 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
 
 @torch.no_grad()
 def embed_images(
-    model: CLIP, images: Iterable[tuple[int, bytes, str]], *, batch_size: int = 64, on_error: OnError = "fail"
+    model: Model,
+    images: Iterable[tuple[int, bytes, str]],
+    *,
+    batch_size: int = 64,
+    on_error: OnError = "fail",
 ) -> tuple[list[int], torch.Tensor]:
     """L2-normalised image features; unreadable images are reported and left out (or raise)."""
     device = next(model.parameters()).device
-    spec = ImageSpec(size=model.config.image_resolution, mean=CLIP_MEAN, std=CLIP_STD)
+    spec = image_spec(model)  # the family's pipeline, as in training
     ids: list[int] = []
     features: list[torch.Tensor] = []
     for batch in _batches(images, batch_size):
@@ -118,7 +124,7 @@ def embed_images(
 
 @torch.no_grad()
 def embed_texts(
-    model: CLIP, tokenizer: ChineseTokenizer, texts: Sequence[str], *, batch_size: int = 256
+    model: Model, tokenizer: TextTokenizer, texts: Sequence[str], *, batch_size: int = 256
 ) -> torch.Tensor:
     """L2-normalised text features, tokenised as in training (normalised, padded to the context length)."""
     device = next(model.parameters()).device
@@ -170,8 +176,8 @@ def write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def evaluate_retrieval(
-    model: CLIP,
-    tokenizer: ChineseTokenizer,
+    model: Model,
+    tokenizer: TextTokenizer,
     data: RetrievalSet,
     *,
     out_dir: Path | None = None,
@@ -214,8 +220,8 @@ def evaluate_retrieval(
 
 @torch.no_grad()
 def zero_shot_classifier(
-    model: CLIP,
-    tokenizer: ChineseTokenizer,
+    model: Model,
+    tokenizer: TextTokenizer,
     class_names: Sequence[str],
     templates: Sequence[str] = ZERO_SHOT_TEMPLATES,
 ) -> torch.Tensor:
@@ -228,8 +234,8 @@ def zero_shot_classifier(
 
 
 def zero_shot_accuracy(
-    model: CLIP,
-    tokenizer: ChineseTokenizer,
+    model: Model,
+    tokenizer: TextTokenizer,
     class_names: Sequence[str],
     images: Iterable[tuple[int, bytes, str]],
     labels: Mapping[int, int],
@@ -257,6 +263,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="Tuwen / Chinese-CLIP / HF checkpoint")
     parser.add_argument("--arch", default=None, help="model name when the checkpoint does not say")
+    parser.add_argument(
+        "--tokenizer", type=Path, default=None,
+        help="the model's tokenizer.json (AltCLIP, ALIGN; the training config's `tokenizer`)",
+    )  # fmt: skip
     parser.add_argument("--data-root", type=Path, required=True, help="Chinese-CLIP-format dataset directory")
     parser.add_argument("--split", default="valid")
     parser.add_argument("--out", type=Path, required=True, help="predictions and summary.json go here")
@@ -272,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     from training.checkpoints import load_checkpoint
 
     model = load_checkpoint(args.checkpoint, arch=args.arch).model.to(args.device)
-    tokenizer = ChineseTokenizer.from_vocab(context_length=model.config.context_length)
+    tokenizer = text_tokenizer(model, args.tokenizer)
     data = open_cnclip_split(args.data_root, args.split)
     summary = evaluate_retrieval(
         model, tokenizer, data, out_dir=args.out, batch_size=args.batch_size, on_error=args.on_error

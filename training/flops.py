@@ -25,8 +25,10 @@ def peak_tflops(device: torch.device, configured: float | None) -> float | None:
 
 
 def training_flops_per_sample(model: nn.Module) -> float:
-    """Forward + backward FLOPs of one sample (full-length text), leaving gradients and RNG untouched."""
+    """Forward + backward FLOPs of one sample (full-length text), leaving gradients, RNG and buffers untouched
+    (a BatchNorm in train mode would otherwise fold the dummy batch into its running statistics)."""
     config = model.config
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     device = next(model.parameters()).device
     images = torch.zeros(2, 3, config.image_resolution, config.image_resolution, device=device)
     input_ids = torch.full((2, config.context_length), 101, dtype=torch.long, device=device)
@@ -35,4 +37,7 @@ def training_flops_per_sample(model: nn.Module) -> float:
         image_features, text_features, scale = model(images, input_ids)
         (scale * (image_features * text_features).sum()).backward()
     model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
     return counter.get_total_flops() / images.shape[0]

@@ -1,15 +1,17 @@
-"""Contrastive training of a Chinese CLIP: `python -m training.train --config FILE [key=value ...]`.
+"""Training of every model family: `python -m training.train --config FILE [key=value ...]`.
 
-Runs as one process or under `torchrun --nproc-per-node N` (DDP; NCCL on CUDA, gloo on CPU). A stage of
-the two-stage recipe is a config: stage 1 freezes the image tower, stage 2 starts from the stage-1
-checkpoint with everything trainable and a fresh optimizer and schedule (see training/configs/).
+Runs as one process or under `torchrun --nproc-per-node N` (DDP; NCCL on CUDA, gloo on CPU). A stage is a
+config (training/configs/): Chinese-CLIP's stage 1 freezes the image tower, stage 2 starts from the stage-1
+checkpoint with everything trainable and a fresh optimizer and schedule; AltCLIP's teacher learning trains
+the XLM-R student on parallel text against a frozen CLIP text tower, then a contrastive stage; ALIGN trains
+both towers from the start with its own loss. The family comes from `arch`, the recipe from `loss`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import math
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from service.preprocessing.image import CLIP_MEAN, CLIP_STD, ImageSpec
-from service.preprocessing.text import ChineseTokenizer
+from service.preprocessing.text import TextTokenizer
 from training.checkpointing import (
     atomic_save,
     load_prefixed_state_dict,
@@ -31,16 +32,29 @@ from training.checkpointing import (
 )
 from training.config import TrainConfig, load_config
 from training.data.dataset import Collator, ImageTextDataset, open_pairs
+from training.data.parallel import ParallelCollator, ParallelText, parallel_path
 from training.data.sampler import ShardedBatchSampler
 from training.distributed import DistEnv, all_reduce_mean, cleanup_distributed, init_distributed
 from training.evaluate import evaluate_retrieval, open_cnclip_split
+from training.families import clamp_temperature, image_spec, text_tokenizer
 from training.flops import peak_tflops, training_flops_per_sample
-from training.loss import clip_loss
-from training.models import CLIP, load_model_config
+from training.loss import align_loss, clip_loss, teacher_mse_loss
+from training.models import ALIGN, CLIP, AltCLIP, load_model_config, model_from_config
 from training.optim import build_optimizer, build_scheduler
 from training.run_log import RunLog
+from training.stages import (
+    check_recipe,
+    configure_batchnorm,
+    freeze_all_but_student,
+    init_from_teacher,
+    load_teacher,
+    recalibrate_batchnorm,
+    set_train_mode,
+    student_features,
+    teacher_features,
+)
 
-MAX_LOGIT_SCALE = math.log(100.0)
+Model = CLIP | AltCLIP | ALIGN
 
 
 @dataclass
@@ -50,7 +64,7 @@ class TrainResult:
     evaluation: dict | None = None  # retrieval on the validation split (rank 0)
 
 
-def validate(model: CLIP, tokenizer: ChineseTokenizer, cfg: TrainConfig) -> dict | None:
+def validate(model: Model, tokenizer: TextTokenizer, cfg: TrainConfig) -> dict | None:
     """Retrieval recall on the validation split's Chinese-CLIP TSV/JSONL files, written to out_dir/eval."""
     split = cfg.data.valid_split
     if split is None:
@@ -66,8 +80,9 @@ def validate(model: CLIP, tokenizer: ChineseTokenizer, cfg: TrainConfig) -> dict
     )
 
 
-def build_initial_model(cfg: TrainConfig) -> CLIP:
-    """The model a run starts from: a checkpoint (fine-tuning / stage 2), or pretrained towers, or random."""
+def build_initial_model(cfg: TrainConfig, teacher: CLIP | None = None) -> Model:
+    """The model a run starts from: a checkpoint (fine-tuning / a later stage), or pretrained towers (for
+    AltCLIP teacher learning: the teacher's image tower and text projection), or random."""
     torch.manual_seed(cfg.seed)  # identical random init on every rank (DDP also broadcasts rank 0's)
     config = load_model_config(cfg.arch)
     if cfg.text_dropout is not None:
@@ -75,7 +90,9 @@ def build_initial_model(cfg: TrainConfig) -> CLIP:
             update={"hidden_dropout": cfg.text_dropout, "attention_dropout": cfg.text_dropout}
         )
         config = config.model_copy(update={"text": text})
-    model = CLIP(config)
+    model = model_from_config(config)
+    if teacher is not None and cfg.init.checkpoint is None and isinstance(model, AltCLIP):
+        init_from_teacher(model, teacher)
     if cfg.init.checkpoint is not None:
         from training.checkpoints import load_checkpoint
 
@@ -92,16 +109,21 @@ def build_initial_model(cfg: TrainConfig) -> CLIP:
     return model
 
 
-def freeze_image_tower(model: CLIP) -> None:
+def freeze_image_tower(model: Model) -> None:
     """Stage 1: no gradients and no optimizer state for the image tower."""
     for param in model.visual.parameters():
         param.requires_grad_(False)
 
 
-def set_train_mode(model: CLIP, image_tower_frozen: bool) -> None:
-    model.train()
-    if image_tower_frozen:
-        model.visual.eval()  # BatchNorm statistics and dropout must not move in a frozen tower
+def contrastive_loss(
+    cfg: TrainConfig, model: Model, image_features: torch.Tensor, text_features: torch.Tensor,
+    scale: torch.Tensor, env: DistEnv,
+) -> torch.Tensor:  # fmt: skip
+    gathering = {"rank": env.rank, "world_size": env.world_size, "gather_with_grad": cfg.gather_with_grad}
+    if cfg.loss == "align":  # cosine / the raw temperature, label smoothing 0.1
+        assert isinstance(model, ALIGN)  # check_recipe made sure
+        return align_loss(image_features.float(), text_features.float(), model.temperature, **gathering)
+    return clip_loss(image_features.float(), text_features.float(), scale.float(), **gathering)
 
 
 def make_loader(
@@ -140,9 +162,15 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
     if cfg.cpu_threads is not None:
         torch.set_num_threads(cfg.cpu_threads)
     # --- model, stage, optimizer -------------------------------------------------------------------------
-    model = build_initial_model(cfg).to(env.device)
+    teacher = load_teacher(cfg.init.teacher, env.device) if cfg.loss == "teacher-mse" else None
+    model = build_initial_model(cfg, teacher).to(env.device)
+    check_recipe(model, cfg.loss)
+    configure_batchnorm(model)  # EfficientNet: PyTorch's momentum convention
     if cfg.freeze_image_tower:
         freeze_image_tower(model)
+    # the module whose forward the loss runs through (and DDP wraps): teacher learning trains the student alone
+    # (of an AltCLIP, as check_recipe made sure)
+    trained = freeze_all_but_student(model) if teacher is not None else model  # type: ignore[arg-type]
     if cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     optimizer = build_optimizer(
@@ -157,9 +185,10 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         step, epoch, batch_in_epoch = state["step"], state["data"]["epoch"], state["data"]["batch"]
-    set_train_mode(model, cfg.freeze_image_tower)
-    flops_per_sample = training_flops_per_sample(model) if env.is_main else None  # before DDP hooks exist
-    wrapped: nn.Module = DistributedDataParallel(model) if env.enabled else model
+    set_train_mode(model, image_tower_frozen=cfg.freeze_image_tower, batchnorm=cfg.image_batchnorm)
+    # before DDP hooks exist; the image-text forward it measures is not what teacher learning runs
+    flops_per_sample = training_flops_per_sample(model) if env.is_main and teacher is None else None
+    wrapped: nn.Module = DistributedDataParallel(trained) if env.enabled else trained
     if cfg.compile:
         wrapped = torch.compile(wrapped)
     autocast = (
@@ -169,10 +198,15 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
     )
 
     # --- data ----------------------------------------------------------------------------------------------
-    spec = ImageSpec(size=model.config.image_resolution, mean=CLIP_MEAN, std=CLIP_STD)
-    tokenizer = ChineseTokenizer.from_vocab(context_length=model.config.context_length)
-    pairs = open_pairs(cfg.data.format, cfg.data.root, cfg.data.train_split, cfg.data.on_error)
-    dataset, collator = ImageTextDataset(pairs, spec, cfg.data.on_error), Collator(tokenizer)
+    tokenizer = text_tokenizer(model, cfg.tokenizer)
+    dataset: ParallelText | ImageTextDataset
+    collator: ParallelCollator | Collator
+    if teacher is not None:  # parallel text: the teacher reads its side with its own tokenizer
+        dataset = ParallelText(parallel_path(cfg.data.root, cfg.data.train_split), cfg.data.on_error)
+        collator = ParallelCollator(text_tokenizer(teacher), tokenizer)
+    else:
+        pairs = open_pairs(cfg.data.format, cfg.data.root, cfg.data.train_split, cfg.data.on_error)
+        dataset, collator = ImageTextDataset(pairs, image_spec(model), cfg.data.on_error), Collator(tokenizer)
 
     log = RunLog(
         cfg.out_dir, enabled=env.is_main, total_steps=cfg.max_steps, initial_step=step, progress=cfg.progress
@@ -184,30 +218,27 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
 
     # --- the loop ------------------------------------------------------------------------------------------
     while step < cfg.max_steps:
-        for images, input_ids in make_loader(dataset, collator, cfg, env, epoch, batch_in_epoch):
-            images = images.to(env.device, non_blocking=True)
-            input_ids = input_ids.to(env.device, non_blocking=True)
-            with autocast:
-                image_features, text_features, scale = wrapped(images, input_ids)
-            loss = clip_loss(
-                image_features.float(),
-                text_features.float(),
-                scale.float(),
-                rank=env.rank,
-                world_size=env.world_size,
-                gather_with_grad=cfg.gather_with_grad,
-            )
+        for batch in make_loader(dataset, collator, cfg, env, epoch, batch_in_epoch):
+            first, input_ids = (tensor.to(env.device, non_blocking=True) for tensor in batch)
+            if teacher is not None:  # teacher learning: teacher text -> teacher, its translation -> student
+                with autocast:
+                    target = teacher_features(teacher, first)  # no_grad, eval mode
+                    student = student_features(wrapped, input_ids, tokenizer.pad_id)
+                loss = teacher_mse_loss(student.float(), target.float())
+            else:  # contrastive: first = images
+                with autocast:
+                    image_features, text_features, scale = wrapped(first, input_ids)
+                loss = contrastive_loss(cfg, model, image_features, text_features, scale, env)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             scheduler.step()
-            with torch.no_grad():  # the temperature stays in [1, 100] as in CLIP
-                model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+            clamp_temperature(model)  # the similarity multiplier stays at most 100, as in CLIP
 
             step, batch_in_epoch = step + 1, batch_in_epoch + 1
-            window_samples += images.shape[0] * env.world_size
+            window_samples += input_ids.shape[0] * env.world_size
             result.losses.append(all_reduce_mean(loss.item(), env))
             log.step(step, result.losses[-1])
             if step % cfg.log_every == 0 or step == cfg.max_steps:
@@ -216,7 +247,7 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
                 stats = {
                     "loss": result.losses[-1],
                     "lr": scheduler.get_last_lr()[0],
-                    "logit_scale": model.logit_scale.exp().item(),
+                    "logit_scale": model.scale().item(),  # the multiplier (ALIGN: 1 / temperature)
                     "samples_per_s": samples_per_s,
                     "epoch": epoch,
                 }
@@ -236,6 +267,10 @@ def _train(cfg: TrainConfig, env: DistEnv) -> TrainResult:
             epoch, batch_in_epoch = epoch + 1, 0
 
     # --- the end: a resumable checkpoint and the weights-only export ------------------------------------------
+    if cfg.recalibrate_batchnorm and teacher is None:  # precise BN on the next epoch's first batches
+        loader = make_loader(dataset, collator, cfg, env, epoch + 1, 0)
+        images = (batch[0].to(env.device) for batch in itertools.islice(loader, cfg.recalibrate_batchnorm))
+        recalibrate_batchnorm(model.visual, images)
     if env.is_main:
         state = training_state(
             model=model, optimizer=optimizer, scheduler=scheduler, step=step, epoch=epoch,

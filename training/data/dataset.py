@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from service.preprocessing.image import ImageError, ImageSpec, decode_image, preprocess
-from service.preprocessing.text import ChineseTokenizer
+from service.preprocessing.text import TextTokenizer
 from training.data.cnclip import LmdbPairs, TsvPairs
 from training.data.jsonl import JsonlPairs
 from training.data.records import DataError, OnError, report
@@ -72,7 +72,7 @@ class ImageTextDataset(Dataset):
 class Collator:
     """Stacks pixels and tokenises texts (normalised as in official training) padded to the context length."""
 
-    def __init__(self, tokenizer: ChineseTokenizer) -> None:
+    def __init__(self, tokenizer: TextTokenizer) -> None:
         self.tokenizer = tokenizer
 
     def __call__(self, batch: Sequence[tuple[np.ndarray, str]]) -> tuple[torch.Tensor, torch.Tensor]:

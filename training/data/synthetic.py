@@ -13,6 +13,9 @@ Layout of ``out_dir`` (the Chinese-CLIP format, readable by ``training.data.cncl
 {split}_scenes.jsonl    {"image_id", "shape", "color", "count", "size", "position"} (Chinese attribute words)
 en/{split}_texts.jsonl  the English captions, one per image
 en/{split}_imgs.tsv     a relative symlink to ../{split}_imgs.tsv, so en/ is a dataset directory too
+{split}_parallel.jsonl  with ``parallel=True`` (``--parallel``): parallel text for AltCLIP's teacher learning,
+                        {"teacher": English caption, "student": a Chinese caption of the same image} per
+                        Chinese caption, plus {"teacher": English, "student": the same English} per image
 ```
 
 In train, a caption lists only its own image. In valid and test, a caption lists every image of that
@@ -186,6 +189,7 @@ def _write_split(
     image_size: int,
     seed: int,
     captions_per_image: int,
+    parallel: bool = False,
 ) -> SplitSummary:
     scenes: list[tuple[int, Scene]] = []
     tsv_lines = []
@@ -205,12 +209,15 @@ def _write_split(
     def matches(image_id: int, scene: Scene) -> list[int]:
         return [image_id] if split == "train" else same_attributes[scene.attributes]
 
-    chinese, english = [], []
+    chinese, english, translations = [], [], []
     for image_id, scene in scenes:
         rng = random.Random(f"tuwen-synthetic-captions:{seed}:{split}:{image_id}")
         for template in rng.sample(CHINESE_TEMPLATES, captions_per_image):
             chinese.append({"text": scene.chinese_caption(template), "image_ids": matches(image_id, scene)})
+            translations.append({"teacher": scene.english_caption(), "student": chinese[-1]["text"]})
         english.append({"text": scene.english_caption(), "image_ids": matches(image_id, scene)})
+        # AltCLIP distils English -> English too, so the student keeps the teacher's own language
+        translations.append({"teacher": scene.english_caption(), "student": scene.english_caption()})
 
     (out_dir / f"{split}_imgs.tsv").write_text("".join(tsv_lines), encoding="utf-8")
     (out_dir / f"{split}_texts.jsonl").write_text(
@@ -229,6 +236,8 @@ def _write_split(
         ),
         encoding="utf-8",
     )
+    if parallel:
+        (out_dir / f"{split}_parallel.jsonl").write_text(_jsonl(iter(translations)), encoding="utf-8")
     link = out_dir / "en" / f"{split}_imgs.tsv"
     if link.is_symlink() or link.exists():
         link.unlink()
@@ -244,8 +253,10 @@ def write_synthetic_dataset(
     image_size: int = 64,
     seed: int = 0,
     captions_per_image: int = 2,
+    parallel: bool = False,
 ) -> list[SplitSummary]:
-    """Write the three splits under ``out_dir`` (created if missing); see the module docstring for the layout."""
+    """Write the three splits under ``out_dir`` (created if missing); see the module docstring for the layout.
+    ``parallel``: also the parallel English–Chinese text of each split (AltCLIP's teacher learning)."""
     if image_size < 16:
         raise ValueError(f"image_size {image_size} is too small to draw shapes; use at least 16")
     if not 1 <= captions_per_image <= len(CHINESE_TEMPLATES):
@@ -260,7 +271,15 @@ def write_synthetic_dataset(
         if n_images < 0:
             raise ValueError(f"the {split} split cannot have {n_images} images")
         summary = _write_split(
-            out_dir, split, n_images, next_image_id, next_text_id, image_size, seed, captions_per_image
+            out_dir,
+            split,
+            n_images,
+            next_image_id,
+            next_text_id,
+            image_size,
+            seed,
+            captions_per_image,
+            parallel,
         )
         summaries.append(summary)
         next_image_id += summary.images
@@ -282,9 +301,19 @@ def main(argv: list[str] | None = None) -> None:
         "--captions-per-image", type=int, default=2, help="Chinese captions per image (default 2)"
     )
     parser.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
+    parser.add_argument(
+        "--parallel", action="store_true", help="also write {split}_parallel.jsonl (English ↔ Chinese text)"
+    )
     args = parser.parse_args(argv)
     summaries = write_synthetic_dataset(
-        args.out, args.train, args.valid, args.test, args.image_size, args.seed, args.captions_per_image
+        args.out,
+        args.train,
+        args.valid,
+        args.test,
+        args.image_size,
+        args.seed,
+        args.captions_per_image,
+        parallel=args.parallel,
     )
     for s in summaries:
         print(

@@ -5,7 +5,7 @@ from training.models.altclip import AltCLIP
 from training.models.altclip_config import AltCLIPConfig
 from training.models.clip import CLIP
 from training.models.config import ModelConfig, ResNetConfig, TextConfig, ViTConfig
-from training.models.factory import build_model, list_models, load_model_config
+from training.models.factory import build_model, list_models, load_model_config, model_from_config
 
 __all__ = [
     "ALIGN",
@@ -20,4 +20,5 @@ __all__ = [
     "build_model",
     "list_models",
     "load_model_config",
+    "model_from_config",
 ]

@@ -44,5 +44,9 @@ def load_model_config(name: str) -> ModelConfig | AltCLIPConfig | AlignConfig:
 
 def build_model(name: str) -> CLIP | AltCLIP | ALIGN:
     """A randomly initialised model in fp32 on the current default device (``torch.device("meta")`` works)."""
-    config = load_model_config(name)
+    return model_from_config(load_model_config(name))
+
+
+def model_from_config(config: ModelConfig | AltCLIPConfig | AlignConfig) -> CLIP | AltCLIP | ALIGN:
+    """The model class of ``config.family``, built from a (possibly modified) config."""
     return _FAMILIES[config.family][1](config)  # type: ignore[arg-type]  # the family fixes the config type
