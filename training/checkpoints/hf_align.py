@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from training.checkpoints.detect import model_shapes
-from training.checkpoints.hf_directory import hf_model_type, weights_file
+from training.checkpoints.hf_directory import hf_model_type, weights_file, write_hf_directory
 from training.checkpoints.state_dicts import CheckpointError, compare, load_strict, read_weights
 from training.models import ALIGN, AlignConfig, build_model, list_models, load_model_config
 
@@ -228,14 +228,9 @@ def load_align_directory(directory: Path, arch: str | None) -> tuple[ALIGN, dict
 
 def save_align_hf_directory(model: ALIGN, directory: str | Path, *, safetensors: bool = True) -> Path:
     """Write ``model`` as a directory that ``transformers.AlignModel.from_pretrained`` loads."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(hf_align_config_dict(model.config), indent=2) + "\n")
-    state_dict = {k: v.detach().contiguous() for k, v in to_hf_align_state_dict(model.state_dict()).items()}
-    if safetensors:
-        from safetensors.torch import save_file
-
-        save_file(state_dict, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        torch.save(state_dict, directory / "pytorch_model.bin")
-    return directory
+    return write_hf_directory(
+        directory,
+        hf_align_config_dict(model.config),
+        to_hf_align_state_dict(model.state_dict()),
+        safetensors=safetensors,
+    )

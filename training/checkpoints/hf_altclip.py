@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from training.checkpoints.detect import model_shapes
-from training.checkpoints.hf_directory import hf_model_type, weights_file
+from training.checkpoints.hf_directory import hf_model_type, weights_file, write_hf_directory
 from training.checkpoints.hf_mapping import from_hf_state_dict, to_hf_state_dict
 from training.checkpoints.state_dicts import CheckpointError, compare, read_weights
 from training.models import AltCLIP, AltCLIPConfig, list_models, load_model_config
@@ -213,17 +213,12 @@ def check_altclip_structure(hf_config: Mapping[str, Any], config: AltCLIPConfig,
 
 def save_altclip_hf_directory(model: AltCLIP, directory: str | Path, *, safetensors: bool = True) -> Path:
     """Write ``model`` as a directory that ``transformers.AltCLIPModel.from_pretrained`` loads."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(hf_altclip_config_dict(model.config), indent=2) + "\n")
-    state_dict = {k: v.detach().contiguous() for k, v in to_hf_altclip_state_dict(model.state_dict()).items()}
-    if safetensors:
-        from safetensors.torch import save_file
-
-        save_file(state_dict, str(directory / "model.safetensors"), metadata={"format": "pt"})
-    else:
-        torch.save(state_dict, directory / "pytorch_model.bin")
-    return directory
+    return write_hf_directory(
+        directory,
+        hf_altclip_config_dict(model.config),
+        to_hf_altclip_state_dict(model.state_dict()),
+        safetensors=safetensors,
+    )
 
 
 def load_altclip_directory(directory: Path, arch: str | None) -> tuple[AltCLIP, dict[str, Any]]:

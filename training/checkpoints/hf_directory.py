@@ -79,14 +79,27 @@ def check_hf_structure(hf_config: dict[str, Any], config: ModelConfig, source: s
 
 def save_hf_directory(model: CLIP, directory: str | Path, *, safetensors: bool = True) -> Path:
     """Write ``model`` as a directory that ``transformers.ChineseCLIPModel.from_pretrained`` loads."""
+    return write_hf_directory(
+        directory, hf_config_dict(model.config), to_hf_state_dict(model.state_dict()), safetensors=safetensors
+    )
+
+
+def write_hf_directory(
+    directory: str | Path,
+    config: dict[str, Any],
+    state_dict: dict[str, torch.Tensor],
+    *,
+    safetensors: bool = True,
+) -> Path:
+    """A Hugging Face model directory: ``config.json`` and the weights (safetensors, or a ``.bin``)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(hf_config_dict(model.config), indent=2) + "\n")
-    state_dict = {k: v.detach().contiguous() for k, v in to_hf_state_dict(model.state_dict()).items()}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tensors = {k: v.detach().contiguous() for k, v in state_dict.items()}
     if safetensors:
         from safetensors.torch import save_file
 
-        save_file(state_dict, str(directory / "model.safetensors"), metadata={"format": "pt"})
+        save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
     else:
-        torch.save(state_dict, directory / "pytorch_model.bin")
+        torch.save(tensors, directory / "pytorch_model.bin")
     return directory
