@@ -15,6 +15,7 @@ import torch
 
 from training.checkpoints.detect import model_shapes
 from training.checkpoints.hf_directory import hf_model_type, weights_file, write_hf_directory
+from training.checkpoints.hf_mapping import bert_text_config
 from training.checkpoints.state_dicts import CheckpointError, compare, load_strict, read_weights
 from training.models import ALIGN, AlignConfig, build_model, list_models, load_model_config
 
@@ -66,17 +67,7 @@ def hf_align_config_dict(config: AlignConfig) -> dict[str, Any]:
         "temperature_init_value": config.temperature_init,
         "text_config": {
             "model_type": "align_text_model",
-            "vocab_size": text.vocab_size,
-            "hidden_size": text.hidden_size,
-            "num_hidden_layers": text.num_layers,
-            "num_attention_heads": text.num_heads,
-            "intermediate_size": text.intermediate_size,
-            "max_position_embeddings": text.max_position_embeddings,
-            "type_vocab_size": text.type_vocab_size,
-            "hidden_act": "gelu",
-            "layer_norm_eps": text.layer_norm_eps,
-            "hidden_dropout_prob": text.hidden_dropout,
-            "attention_probs_dropout_prob": text.attention_dropout,
+            **bert_text_config(text),
             "pad_token_id": 0,
         },
         "vision_config": {

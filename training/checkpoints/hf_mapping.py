@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from training.models.config import ModelConfig, ResNetConfig
+from training.models.config import ModelConfig, ResNetConfig, TextConfig
 
 _VIT_BLOCK = "visual.transformer.resblocks.{i}"
 _HF_BLOCK = "vision_model.encoder.layers.{i}"
@@ -112,21 +112,7 @@ def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
         "model_type": "chinese_clip",
         "projection_dim": config.embed_dim,
         "logit_scale_init_value": 2.6592,
-        "text_config": {
-            "model_type": "chinese_clip_text_model",
-            "vocab_size": text.vocab_size,
-            "hidden_size": text.hidden_size,
-            "num_hidden_layers": text.num_layers,
-            "num_attention_heads": text.num_heads,
-            "intermediate_size": text.intermediate_size,
-            "max_position_embeddings": text.max_position_embeddings,
-            "type_vocab_size": text.type_vocab_size,
-            "hidden_act": "gelu",
-            "layer_norm_eps": text.layer_norm_eps,
-            "hidden_dropout_prob": text.hidden_dropout,
-            "attention_probs_dropout_prob": text.attention_dropout,
-            "pad_token_id": 0,
-        },
+        "text_config": {"model_type": "chinese_clip_text_model", **bert_text_config(text), "pad_token_id": 0},
         "vision_config": {
             "model_type": "chinese_clip_vision_model",
             "hidden_size": vision.width,
@@ -140,4 +126,22 @@ def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
             "hidden_act": "quick_gelu",
             "layer_norm_eps": 1e-5,
         },
+    }
+
+
+def bert_text_config(text: TextConfig) -> dict[str, Any]:
+    """The BERT-encoder fields of a Hugging Face text config (Chinese-CLIP, ALIGN and AltCLIP's XLM-R share
+    them); each family adds its model type and special token ids."""
+    return {
+        "vocab_size": text.vocab_size,
+        "hidden_size": text.hidden_size,
+        "num_hidden_layers": text.num_layers,
+        "num_attention_heads": text.num_heads,
+        "intermediate_size": text.intermediate_size,
+        "max_position_embeddings": text.max_position_embeddings,
+        "type_vocab_size": text.type_vocab_size,
+        "hidden_act": "gelu",
+        "layer_norm_eps": text.layer_norm_eps,
+        "hidden_dropout_prob": text.hidden_dropout,
+        "attention_probs_dropout_prob": text.attention_dropout,
     }
