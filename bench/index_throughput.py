@@ -38,12 +38,16 @@ def timed(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.Compl
     return time.perf_counter() - started, proc
 
 
-def index_once(bundle: Path, folder: Path, actors: int, num_cpus: int | None, batch: int) -> dict[str, Any]:
+def index_once(
+    bundle: Path, folder: Path, actors: int, num_cpus: int | None, batch: int, precision: str
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="tuwen-bench-index-") as work:
-        out, env = (
-            Path(work) / "out",
-            {"TUWEN_BUNDLE": str(bundle), "TUWEN_DATA_DIR": str(Path(work) / "data")},
-        )
+        out = Path(work) / "out"
+        env = {
+            "TUWEN_BUNDLE": str(bundle),
+            "TUWEN_DATA_DIR": str(Path(work) / "data"),
+            "TUWEN_PRECISION": precision,
+        }
         args = [str(TUWEN), "index", str(folder), "--out", str(out), "--actors", str(actors)]
         args += ["--batch-size", str(batch), "--no-progress"] + (
             ["--num-cpus", str(num_cpus)] if num_cpus else []
@@ -52,7 +56,15 @@ def index_once(bundle: Path, folder: Path, actors: int, num_cpus: int | None, ba
         load_s, load = timed([str(TUWEN), "load", str(out), "--no-progress"], env)
         summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").exists() else {}
     embedded = summary.get("embedded", 0)
+    seconds = summary.get("seconds", {})
+    # Shares of the work: decode and embed are summed over Ray tasks/actors, write is the driver's, load
+    # is the whole `tuwen load` (server start, import or upserts, index build, thumbnails).
+    work_s = {k: seconds.get(k, 0.0) for k in ("decode", "embed", "write")} | {"load": load_s}
+    total = sum(work_s.values()) or 1.0
     return {
+        "load_method": summary.get("load_method", ""),
+        "shares": {k: round(v / total, 3) for k, v in work_s.items()},
+        "stage_s": {k: round(v, 1) for k, v in work_s.items()},
         "actors": actors,
         "index_s": index_s,
         "load_s": load_s,
@@ -77,28 +89,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="tuwen index --batch-size (%(default)s)")
     p.add_argument("--concurrency", type=int, default=16, help="tuwen ingest --concurrency (%(default)s)")
     p.add_argument(
+        "--precision", choices=["fp32", "int8"], default="fp32", help="TUWEN_PRECISION, both paths"
+    )
+    p.add_argument(
         "--workdir", type=Path, help="bundle and images, reused between runs (default: a temp dir)"
     )
     p.add_argument("--out", type=Path, help="JSON path (default: bench/results/index-<time>.json)")
     args = p.parse_args(argv)
 
     workdir: Path = args.workdir or Path(tempfile.gettempdir()) / f"tuwen-bench-ingest-{args.arch}"
-    bundle = ensure_bundle(workdir / "bundle", args.arch)
+    int8 = args.precision == "int8"
+    bundle = ensure_bundle(workdir / ("bundle-int8" if int8 else "bundle"), args.arch, int8=int8)
     folder = write_images(workdir / f"images-{args.images}-{args.image_size}", args.images, args.image_size)
     rows: list[dict[str, Any]] = []
     for actors in args.actors:
         row = {
             "path": f"index --actors {actors}",
-            **index_once(bundle, folder, actors, args.num_cpus, args.batch_size),
+            **index_once(bundle, folder, actors, args.num_cpus, args.batch_size, args.precision),
         }
         row["items_per_s"] = row["index_load_items_per_s"]
         rows.append(row)
         print(
-            f"  {row['path']}: {row['index_items_per_s']:.1f} images/s indexing, {row['items_per_s']:.1f} with the load"
+            f"  {row['path']}: {row['index_items_per_s']:.1f} images/s indexing, {row['items_per_s']:.1f} with the "
+            f"load ({row['load_method']}); shares of the work {row['shares']}"
         )
     with (
         tempfile.TemporaryDirectory(prefix="tuwen-ingest-data-") as data,
-        serve(bundle, Path(data), env={}) as service,
+        serve(bundle, Path(data), env={"TUWEN_PRECISION": args.precision}) as service,
     ):
         ingest = ingest_once(service.url, folder, args.concurrency, workdir)
     rows.append(
@@ -108,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     result = {
         "bench": "index_throughput",
         "arch": args.arch,
+        "precision": args.precision,
         "images": args.images,
         "image_size": args.image_size,
         "machine": machine(),

@@ -12,6 +12,7 @@ thumbnail size give the same vectors and thumbnails as POST /items.
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,19 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         "--load-batch", type=int, default=1000, help="rows per Milvus upsert (default %(default)s)"
     )
     p.add_argument(
-        "--bulk-import",
-        nargs="?",
-        const="",
+        "--method",
+        choices=("auto", "import", "upsert"),
+        default="auto",
+        help="Milvus import tasks (empty collections only) or batched upserts; auto: import on the embedded "
+        "server or with --import-to when the collections are empty, else upserts (default). See "
+        "docs/indexing.md",
+    )
+    p.add_argument(
+        "--import-to",
+        default="",
         metavar="DEST",
-        help="load with Milvus import tasks into empty collections; DEST: s3://bucket/prefix of Milvus's "
-        "own bucket, or a directory Milvus reads at the same path (default: OUT/_import, for the embedded "
-        "server). See docs/indexing.md",
+        help="where import files go: s3://bucket/prefix of Milvus's own bucket, or a directory Milvus reads at "
+        "the same path (default: OUT/_import, for the embedded server)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -140,13 +147,30 @@ def run_index(args: argparse.Namespace) -> int:
         actor_gpus=args.actor_gpus,
         batch_size=args.batch_size,
     )
+    seconds = pipeline.StageSeconds()
+    started = time.perf_counter()
     with bar:
         pipeline.run(
-            rows, args.shard_size, pending, settings, out, info.dim, info.image_size, options, advance
+            rows,
+            args.shard_size,
+            pending,
+            settings,
+            out,
+            info.dim,
+            info.image_size,
+            options,
+            advance,
+            seconds,
         )
+    seconds.extra["index_wall"] = time.perf_counter() - started
     failures = out.write_report()
     counts = out.counts()
-    summary = out.update_summary(**counts, skipped_shards=len(done), indexed_shards=len(pending))
+    summary = out.update_summary(
+        **counts,
+        skipped_shards=len(done),
+        indexed_shards=len(pending),
+        seconds={k: round(v, 2) for k, v in seconds.as_dict().items()},
+    )
     if args.load:
         summary = _load(args, settings, out)
     _print(summary, out, failures)
@@ -168,28 +192,35 @@ def _load(args: argparse.Namespace, settings: Any, out: Any) -> dict[str, Any]:
     from service.store import StoreError
 
     total = out.counts()["embedded"]
+    started = time.perf_counter()
     try:
-        if args.bulk_import is not None:
-            loaded = load.bulk_import(out, settings, args.tenant, args.bulk_import)
-        else:
-            bar, advance = pipeline.progress(total, 0, not args.no_progress)
-            with bar:
-                loaded = load.load(out, settings, args.tenant, args.load_batch, advance)
+        bar, advance = pipeline.progress(total, 0, not args.no_progress)
+        with bar:
+            method, loaded = load.load_shards(
+                out, settings, args.tenant, args.method, args.import_to, args.load_batch, advance
+            )
     except StoreError as exc:
         raise CommandError(
             f"loading into Milvus at {settings.resolved_milvus_uri} failed: {exc}; the shards are intact: "
             f"run `tuwen load {out.root}` again to resume"
         ) from None
+    seconds = {**(out.update_summary().get("seconds") or {}), "load": round(time.perf_counter() - started, 2)}
     summary: dict[str, Any] = out.update_summary(
-        loaded=loaded, tenant=args.tenant, milvus=settings.resolved_milvus_uri
+        loaded=loaded,
+        load_method=method,
+        tenant=args.tenant,
+        milvus=settings.resolved_milvus_uri,
+        seconds=seconds,
     )
     return summary
 
 
 def _print(summary: dict[str, Any], out: Any, failures: list[dict[str, str]]) -> None:
     names = ("read", "embedded", "failed", "loaded")
+    method = f" by {summary['load_method']}" if "load_method" in summary else ""
     print(
         ", ".join(f"{k} {summary[k]}" for k in names if k in summary)
+        + method
         + f" (summary: {out.root / 'summary.json'})"
     )
     if failures:

@@ -1,41 +1,48 @@
 """`tuwen load`: put an index's Parquet shards into the model's Milvus collections and its thumbnails into
 the service's thumbnail store.
 
-Two ways in:
+Two ways in (``--method``; ``auto`` says which it took):
 
-- **Upserts** (default; any deployment: the local server, Milvus Lite, Standalone/Distributed): batches
-  of rows through ``VectorStore.upsert``, keyed ``<tenant>/<id>`` like POST /items, so a reload or a
-  resumed load never duplicates an item. Loaded shards are recorded per target (``_loaded-*.json``), so a
-  killed load resumes where it stopped.
-- **Bulk import** (``--bulk-import [DEST]``): the shards are rewritten with the collections' own columns
-  where Milvus can read them and imported by Milvus import tasks (``utility.do_bulk_insert``, one Parquet
-  file a task), which skips the per-row RPCs. DEST is ``s3://bucket/prefix`` in Milvus's own bucket (the
-  Compose/Helm MinIO; files are uploaded with boto3 and named by object key), or a directory Milvus reads
-  at the same path: the embedded local server's local storage (the default, ``OUT/_import``) or a shared
-  volume. An import *inserts*: Milvus does not deduplicate primary keys, so it is refused unless the
-  target collections are empty; load with upserts to change existing items. Tested here on the embedded
-  Milvus 2.3.5 server with local files; the S3 variant follows the Milvus docs but no Milvus with object
-  storage ran here.
+- **Bulk import** (``auto`` on the embedded local server, or wherever ``--import-to`` names files Milvus
+  can read, when the target collections are empty): the shards are rewritten with the collections' own
+  columns, in files of about a segment (``IMPORT_FILE_BYTES``), and taken in by Milvus import tasks
+  (``utility.do_bulk_insert``) without per-row RPCs; the command returns once every row is searchable. The
+  destination is ``s3://bucket/prefix`` in Milvus's own bucket (the Compose/Helm MinIO: uploaded with boto3,
+  named by object key) or a directory Milvus reads at the same path: the embedded server's local storage
+  (default ``OUT/_import``) or a shared volume. An import *inserts* (Milvus does not deduplicate primary
+  keys), so it is refused into non-empty collections; the shards are then recorded as loaded, and a
+  rerun upserts. Tested on the embedded Milvus 2.3.5 server with local files; the S3 variant follows
+  the Milvus docs but no Milvus with object storage ran here.
+- **Upserts** (everything else: Milvus Lite, a server without ``--import-to``, non-empty collections):
+  batches of rows through ``VectorStore.upsert``, keyed ``<tenant>/<id>`` like POST /items, so a reload or
+  a resumed load never duplicates an item. Loaded shards are recorded per target (``_loaded-*.json``), so
+  a killed load resumes where it stopped; import tasks Milvus still runs from a killed import are waited
+  for first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from service.commands.errors import CommandError
 from service.config import Settings
 from service.indexing.shards import OutputDir, read_json, write_json
-from service.store import Item, StoreUnavailable, VectorStore, deployment_of
+from service.store import Item, StoreUnavailable, VectorStore
 from service.store.schema import KINDS, Kind, primary_key
 from service.thumbnails import ThumbnailStore, thumbnail_store
 
+Method = Literal["auto", "import", "upsert"]
 RETRY_FOR_S = 300.0  # a restarting Milvus: keep retrying a batch this long before giving up
+IMPORT_FILE_BYTES = 1 << 30  # about two 512 MB segments (Milvus 2.3's default) of vectors per import task
+IMPORT_TIMEOUT_S = 3600.0
 
 
 def open_store(settings: Settings, model: str, dim: int) -> VectorStore:
@@ -54,6 +61,7 @@ def open_store(settings: Settings, model: str, dim: int) -> VectorStore:
 
 def load(
     out: OutputDir,
+    store: VectorStore,
     settings: Settings,
     tenant: str,
     batch_size: int = 1000,
@@ -62,33 +70,35 @@ def load(
     """Upsert every finished shard not yet loaded into this target; returns the items loaded in all."""
     import pyarrow.parquet as pq
 
-    plan = out.plan()
-    ledger_path = out.root / f"_loaded-{_target_id(settings, tenant)}.json"
+    ledger_path = _ledger_path(out, settings, tenant)
     ledger: dict[str, int] = read_json(ledger_path) or {}
-    store = open_store(settings, plan["model"], plan["dim"])
     thumbnails = thumbnail_store(settings)
-    try:
-        store.ensure_collections()
-        with ThreadPoolExecutor(8, thread_name_prefix="tuwen-thumbs") as pool:
-            for index, path in out.shards():
-                if str(index) in ledger:
-                    continue
-                table = pq.read_table(path)
-                rows = table.to_pylist()
-                for kind in KINDS:
-                    of_kind = [r for r in rows if r["kind"] == kind]
-                    for start in range(0, len(of_kind), batch_size):
-                        chunk = of_kind[start : start + batch_size]
-                        items = [_item(r, tenant) for r in chunk]
-                        _retrying(lambda k=kind, i=items: store.upsert(k, i))  # type: ignore[misc]
-                        if kind == "image":
-                            _put_thumbnails(pool, thumbnails, tenant, chunk)
-                        on_items(len(chunk))
-                ledger[str(index)] = len(rows)
-                write_json(ledger_path, ledger)
-    finally:
-        store.close()
+    with ThreadPoolExecutor(8, thread_name_prefix="tuwen-thumbs") as pool:
+        for index, path in out.shards():
+            if str(index) in ledger:
+                continue
+            rows = pq.read_table(path).to_pylist()
+            for kind in KINDS:
+                of_kind = [r for r in rows if r["kind"] == kind]
+                for start in range(0, len(of_kind), batch_size):
+                    chunk = of_kind[start : start + batch_size]
+                    items = [_item(r, tenant) for r in chunk]
+                    _retrying(lambda k=kind, i=items: store.upsert(k, i))  # type: ignore[misc]
+                    if kind == "image":
+                        _put_thumbnails(pool, thumbnails, tenant, chunk)
+                    on_items(len(chunk))
+            ledger[str(index)] = len(rows)
+            write_json(ledger_path, ledger)
     return sum(ledger.values())
+
+
+def _ledger_path(out: OutputDir, settings: Settings, tenant: str) -> Path:
+    return out.root / f"_loaded-{_target_id(settings, tenant)}.json"
+
+
+def _shard_items(out: OutputDir) -> dict[int, int]:
+    """What a ledger records for each shard: its items that have a vector (the failed ones are not)."""
+    return {index: result.embedded for index, result in out.done().items()}
 
 
 def _item(row: dict[str, Any], tenant: str) -> Item:
@@ -129,48 +139,90 @@ def _target_id(settings: Settings, tenant: str) -> str:
     return hashlib.sha256(target.encode()).hexdigest()[:16]
 
 
+def choose_method(store: VectorStore, method: Method, import_to: str) -> Literal["import", "upsert"]:
+    """``auto``: import into empty collections where Milvus reads the files without more set-up (the
+    embedded server's local storage, or a ``--import-to`` destination), upserts otherwise."""
+    if method != "auto":
+        return method
+    if store.deployment == "lite" or (store.deployment == "remote" and not import_to):
+        return "upsert"
+    return "import" if not any(store.count(kind) for kind in KINDS) else "upsert"
+
+
+def load_shards(
+    out: OutputDir,
+    settings: Settings,
+    tenant: str,
+    method: Method = "auto",
+    import_to: str = "",
+    batch_size: int = 1000,
+    on_items: Callable[[int], None] = lambda n: None,
+) -> tuple[str, int]:
+    """Load by the method asked for (or chosen, see ``choose_method``); returns (method used, items)."""
+    plan = out.plan()
+    store = open_store(settings, plan["model"], plan["dim"])
+    try:
+        store.ensure_collections()
+        if store.deployment == "lite" and method == "import":
+            raise CommandError("Milvus Lite has no bulk import: load with --method upsert")
+        if store.deployment == "local" and import_to.startswith("s3://"):
+            raise CommandError(
+                "--import-to: the embedded local server reads local files; give a directory or nothing"
+            )
+        used = choose_method(store, method, import_to)
+        if used == "import":
+            loaded = bulk_import(
+                out, store, settings, tenant, import_to or str(out.root / "_import"), on_items
+            )
+            # Recorded as loaded, so a rerun (which upserts into the now non-empty collections) skips them.
+            write_json(_ledger_path(out, settings, tenant), {str(i): n for i, n in _shard_items(out).items()})
+            return used, loaded
+        _wait_for_running_imports(store)
+        return used, load(out, store, settings, tenant, batch_size, on_items)
+    finally:
+        store.close()
+
+
 def bulk_import(
-    out: OutputDir, settings: Settings, tenant: str, destination: str, timeout_s: float = 1800.0
+    out: OutputDir,
+    store: VectorStore,
+    settings: Settings,
+    tenant: str,
+    destination: str,
+    on_items: Callable[[int], None] = lambda n: None,
 ) -> int:
     """Milvus import tasks over the shards, rewritten with the collections' columns (see the module
     docstring). ``destination``: ``s3://bucket/prefix`` in Milvus's own bucket, or a directory Milvus reads
-    at the same path (its local storage; empty = OUT/_import, for the embedded local server)."""
+    at the same path (its local storage, for the embedded server)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from pymilvus import connections, utility
 
-    from service.store.local_server import LocalMilvusServer
-
-    plan = out.plan()
-    uri = settings.resolved_milvus_uri
-    deployment = deployment_of(uri)
-    if deployment == "lite":
-        raise CommandError("Milvus Lite has no bulk import: load it without --bulk-import")
-    if deployment == "local" and destination.startswith("s3://"):
+    counts = {kind: store.count(kind) for kind in KINDS}
+    if any(counts.values()):
         raise CommandError(
-            "--bulk-import: the embedded local server reads local files; give a directory or nothing"
+            f"the collections already hold items ({counts}); a bulk import would duplicate ids: "
+            "load with --method upsert instead"
         )
-    server = LocalMilvusServer(uri).start() if deployment == "local" else None
-    store = open_store(
-        settings.model_copy(update={"milvus_uri": server.uri}) if server else settings,
-        plan["model"],
-        plan["dim"],
-    )
-    alias = f"tuwen-import-{id(store)}"
-    try:
-        store.ensure_collections()
-        token = settings.milvus_token.get_secret_value() if settings.milvus_token else ""
-        connections.connect(alias=alias, uri=server.uri if server else uri, token=token)
-        counts = _row_counts(alias, store.collections)
-        if any(counts.values()):
-            raise CommandError(
-                f"the collections already hold items ({counts}); a bulk import would duplicate ids: "
-                "load with upserts (without --bulk-import) instead"
-            )
-        put = _import_sink(destination or str(out.root / "_import"), settings)
-        thumbnails = thumbnail_store(settings)
-        now, expected, tasks = int(time.time() * 1000), dict.fromkeys(KINDS, 0), []
-        for index, path in out.shards():
+    put = _import_sink(destination, settings)
+    thumbnails = thumbnail_store(settings)
+    now, expected, tasks = int(time.time() * 1000), dict.fromkeys(KINDS, 0), list[int]()
+    # Files of about a segment or more: Milvus cuts an import into full-size segments, so there are no
+    # small ones for compaction to merge and the index to build again (the 1M-vector re-indexing churn).
+    rows_per_file = max(1, IMPORT_FILE_BYTES // (4 * store.dim + 256))
+    pending: dict[Kind, list[Any]] = {kind: [] for kind in KINDS}
+
+    with _orm_connection(store) as alias, ThreadPoolExecutor(8, thread_name_prefix="tuwen-thumbs") as pool:
+
+        def submit(kind: Kind) -> None:
+            table = pa.concat_tables(pending[kind])
+            pending[kind] = []
+            file = put(f"{tenant}/{kind}/{len(tasks):05d}.parquet", table)
+            with _orm() as utility:
+                tasks.append(utility.do_bulk_insert(store.collections[kind], [file], using=alias))
+            expected[kind] += table.num_rows
+            on_items(table.num_rows)
+
+        for _, path in out.shards():
             table = pq.read_table(path)
             for kind in KINDS:
                 rows = table.filter(pa.compute.equal(table["kind"], kind))
@@ -188,19 +240,71 @@ def bulk_import(
                 }
                 if kind == "text":
                     columns["text"] = rows["text"]
-                file = put(f"{tenant}/{kind}/{index:05d}.parquet", pa.table(columns))
-                tasks.append(utility.do_bulk_insert(store.collections[kind], files=[file], using=alias))
-                expected[kind] += len(ids)
+                pending[kind].append(pa.table(columns))
                 if kind == "image":
-                    for row in rows.select(["id", "thumbnail"]).to_pylist():
-                        thumbnails.put(tenant, row["id"], row["thumbnail"])
-        _wait_for_imports(alias, tasks, store.collections, expected, time.monotonic() + timeout_s)
-        return sum(expected.values())
+                    _put_thumbnails(pool, thumbnails, tenant, rows.select(["id", "thumbnail"]).to_pylist())
+                if sum(t.num_rows for t in pending[kind]) >= rows_per_file:
+                    submit(kind)
+        for kind in KINDS:
+            if pending[kind]:
+                submit(kind)
+        _wait_for_imports(store, alias, tasks, expected, time.monotonic() + IMPORT_TIMEOUT_S)
+    return sum(expected.values())
+
+
+def _indexed(store: VectorStore, alias: str) -> bool:
+    """Whether the vector index covers every row of both collections."""
+    with _orm() as utility:
+        progress = [utility.index_building_progress(name, using=alias) for name in store.collections.values()]
+    return all(p.get("pending_index_rows", 0) == 0 and p["indexed_rows"] >= p["total_rows"] for p in progress)
+
+
+@contextlib.contextmanager
+def _orm_connection(store: VectorStore) -> Iterator[str]:
+    """An ORM connection to the store's server: Milvus 2.3's import API exists only in pymilvus' ORM."""
+    from pymilvus import connections
+
+    alias = f"tuwen-import-{id(store)}"
+    with _orm():
+        connections.connect(alias=alias, uri=store.live_uri, token=store.token)
+    try:
+        yield alias
     finally:
-        connections.disconnect(alias)
-        store.close()
-        if server is not None:
-            server.stop()
+        with _orm():
+            connections.disconnect(alias)
+
+
+@contextlib.contextmanager
+def _orm() -> Iterator[Any]:
+    """pymilvus' ``utility``, its deprecation warnings silenced: MilvusClient has no import call for a
+    2.3 server, and the warnings would only clutter the command's output."""
+    from pymilvus import utility
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # PyMilvusDeprecationWarning
+        yield utility
+
+
+def _wait_for_running_imports(store: VectorStore) -> None:
+    """Upserts after a killed import: wait for import tasks Milvus still runs on these collections, or
+    their rows would land after (and beside) the upserted ones."""
+    if store.deployment == "lite":
+        return
+    deadline = time.monotonic() + IMPORT_TIMEOUT_S
+    with _orm_connection(store) as alias:
+        while True:
+            with _orm() as utility:
+                running = [
+                    t.task_id
+                    for name in store.collections.values()
+                    for t in utility.list_bulk_insert_tasks(collection_name=name, using=alias)
+                    if t.state_name not in ("Completed", "Failed", "Failed and cleaned")
+                ]
+            if not running:
+                return
+            if time.monotonic() > deadline:
+                raise CommandError(f"Milvus import tasks {running} are still running; load again later")
+            time.sleep(2.0)
 
 
 def _import_sink(destination: str, settings: Settings) -> Callable[[str, Any], str]:
@@ -234,33 +338,20 @@ def _import_sink(destination: str, settings: Settings) -> Callable[[str, Any], s
 
 
 def _wait_for_imports(
-    alias: str, tasks: list[int], collections: dict[Kind, str], expected: dict[Kind, int], deadline: float
+    store: VectorStore, alias: str, tasks: list[int], expected: dict[Kind, int], deadline: float
 ) -> None:
-    """Until every task completed and the imported rows are searchable (their segments indexed and
-    loaded: ~10 s after completion on the 2.3.5 server)."""
-    from pymilvus import utility
-
+    """Until every task completed, the imported rows are loaded, and the vector index covers them: a
+    2.3 server reports an import completed before its segments are indexed (searches scan them until
+    then)."""
     pending = list(tasks)
-    while pending or _row_counts(alias, collections) != expected:
+    while pending or {kind: store.count(kind) for kind in KINDS} != expected or not _indexed(store, alias):
         if time.monotonic() > deadline:
             raise CommandError(f"Milvus import tasks {pending} did not finish in time; see the Milvus logs")
         for task in list(pending):
-            state = utility.get_bulk_insert_state(task, using=alias)
-            if state.state_name == "Failed":
+            with _orm() as utility:
+                state = utility.get_bulk_insert_state(task, using=alias)
+            if state.state_name.startswith("Failed"):
                 raise CommandError(f"Milvus import task {task} failed: {state.infos.get('failed_reason')}")
             if state.state_name == "Completed":
                 pending.remove(task)
         time.sleep(1.0)
-
-
-def _row_counts(alias: str, collections: dict[Kind, str]) -> dict[Kind, int]:
-    from pymilvus import Collection
-
-    return {
-        kind: int(
-            Collection(name, using=alias).query("", output_fields=["count(*)"], consistency_level="Strong")[
-                0
-            ]["count(*)"]
-        )
-        for kind, name in collections.items()
-    }

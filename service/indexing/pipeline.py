@@ -10,8 +10,9 @@ is counted and reported, never dropped and never fatal.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,20 @@ class RayOptions:
     decode_batch: int = 16
 
 
+@dataclass
+class StageSeconds:
+    """Where an index run's time went: seconds summed over the tasks and actors that did the work
+    (``decode``, ``embed``) and the driver's own (``write``: cutting shards, Parquet, the manifest)."""
+
+    decode: float = 0.0
+    embed: float = 0.0
+    write: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, float]:
+        return {"decode": self.decode, "embed": self.embed, "write": self.write, **self.extra}
+
+
 def init_ray(options: RayOptions) -> Any:
     import ray
 
@@ -56,6 +71,7 @@ def decode_batch(batch: dict[str, np.ndarray], settings: Settings) -> dict[str, 
     thumbnail; an input that fails gets ``error`` instead."""
     from service.preprocessing.image import ImageError
 
+    started = time.perf_counter()
     key = settings.model_dump_json()
     prepare = _preprocessors.get(key) or _preprocessors.setdefault(key, Preprocessor(settings))
     n = len(batch["id"])
@@ -75,6 +91,7 @@ def decode_batch(batch: dict[str, np.ndarray], settings: Settings) -> dict[str, 
         "pixels": np.array(pixels, dtype=object),
         "thumbnail": np.array(thumbs, dtype=object),
         "error": np.array(errors, dtype=object),
+        "decode_s": np.full(n, (time.perf_counter() - started) / max(n, 1)),
     }
 
 
@@ -87,6 +104,7 @@ class EmbedActor:
         self.dim = dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
         ok = np.array([not e for e in batch["error"]], dtype=bool)
         vectors = np.zeros((len(ok), self.dim), np.float32)
         images = np.flatnonzero(ok & (batch["kind"] == "image"))
@@ -98,7 +116,12 @@ class EmbedActor:
             vectors[images] = self.encoder.images(pixels)
         if len(texts):
             vectors[texts] = self.encoder.texts([str(batch["text"][i]) for i in texts])
-        return {**{k: v for k, v in batch.items() if k != "pixels"}, "vector": vectors}
+        n = len(ok)
+        return {
+            **{k: v for k, v in batch.items() if k != "pixels"},
+            "vector": vectors,
+            "embed_s": np.full(n, (time.perf_counter() - started) / max(n, 1)),
+        }
 
 
 def run(
@@ -111,8 +134,11 @@ def run(
     image_size: int,
     options: RayOptions,
     on_items: Callable[[int], None] = lambda n: None,
+    seconds: StageSeconds | None = None,
 ) -> list[ShardResult]:
-    """Index the ``pending`` shards of ``rows``; each is committed as soon as its last item arrives."""
+    """Index the ``pending`` shards of ``rows``; each is committed as soon as its last item arrives.
+    ``seconds``, when given, accumulates where the time went."""
+    seconds = seconds if seconds is not None else StageSeconds()
     ray = init_ray(options)
     expected = {s: len(rows[s * shard_size : (s + 1) * shard_size]) for s in pending}
     items = [
@@ -153,11 +179,15 @@ def run(
     collected: dict[int, list[dict[str, Any]]] = {}
     finished: list[ShardResult] = []
     for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        started = time.perf_counter()
+        seconds.decode += float(batch["decode_s"].sum())
+        seconds.embed += float(batch["embed_s"].sum())
         for i in range(len(batch["id"])):
             shard = int(batch["shard"][i])
             collected.setdefault(shard, []).append({k: batch[k][i] for k in batch})
             if len(collected[shard]) == expected[shard]:
                 finished.append(_commit(shard, collected.pop(shard), out, dim))
+        seconds.write += time.perf_counter() - started
         on_items(len(batch["id"]))
     if collected:  # cannot happen unless Ray lost rows: refuse to mark such shards done
         raise RuntimeError(f"shards {sorted(collected)} came back incomplete from Ray; rerun to redo them")

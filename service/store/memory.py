@@ -111,6 +111,10 @@ class InMemoryStore:
         with self._lock:
             return self._rows[kind].pop((tenant, id), None) is not None
 
+    def count(self, kind: Kind) -> int:
+        with self._lock:
+            return len(self._rows[kind])
+
     def search(
         self,
         kind: Kind,

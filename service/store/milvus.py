@@ -126,7 +126,7 @@ class VectorStore:
         self.consistency_level = consistency_level
         self.timeout_s = timeout_s
         self.collections: dict[Kind, str] = {k: collection_name(model, k) for k in KINDS}
-        self._token = token
+        self.token = token  # also used by the bulk import's own connection
         self._server = LocalMilvusServer(uri) if self.deployment == "local" else None
         self._client: MilvusClient | None = None
         self._ready: set[Kind] = set()
@@ -146,7 +146,7 @@ class VectorStore:
             if self.deployment == "lite":
                 Path(uri).parent.mkdir(parents=True, exist_ok=True)
             try:
-                self._client = MilvusClient(uri=uri, token=self._token, timeout=self.timeout_s)
+                self._client = MilvusClient(uri=uri, token=self.token, timeout=self.timeout_s)
             except Exception as exc:
                 raise StoreUnavailable(f"cannot connect to Milvus at {self.uri}: {exc}") from exc
             return self._client
@@ -172,6 +172,25 @@ class VectorStore:
                 self._drop_client()
                 raise StoreUnavailable(f"Milvus at {self.uri} is unavailable ({what}): {exc}") from exc
             raise
+
+    @property
+    def live_uri(self) -> str:
+        """The URI a client connects to now: the embedded server's own address once it runs."""
+        self._connect()
+        return self._server.uri if self._server is not None else self.uri
+
+    def count(self, kind: Kind) -> int:
+        """Items of ``kind``, every tenant's (Strong: after every acknowledged write)."""
+        name = self._ensure(kind)
+        with self._call(f"count {name}") as client:
+            rows = client.query(
+                name,
+                filter="",
+                output_fields=["count(*)"],
+                consistency_level="Strong",
+                timeout=self.timeout_s,
+            )
+        return int(rows[0]["count(*)"])
 
     def ping(self) -> bool:
         """True when Milvus answers (readiness); never raises."""

@@ -343,21 +343,40 @@ def test_killed_mid_run_resumes_without_losing_or_duplicating(
     done = len(json.loads((out / "_done.json").read_text()))
     assert 3 <= done < 16, f"killed too late to test a resume ({done} of 16 shards done)"
 
-    monkeypatch.setenv("TUWEN_MILVUS_URI", str(tmp_path / "milvus.db"))
+    # The embedded local server (the default store): the partial index goes in by Milvus import tasks
+    # (empty collections), the rest by upserts after the resumed run; the import's ids are not loaded twice.
+    monkeypatch.delenv("TUWEN_MILVUS_URI", raising=False)
     monkeypatch.setenv("TUWEN_DATA_DIR", str(tmp_path / "data"))
-    assert main(["load", str(out), "--no-progress"]) == 0  # the partial index: these ids get loaded twice
+    dim = json.loads((out / "plan.json").read_text())["dim"]
+    monkeypatch.setattr("service.indexing.load.IMPORT_FILE_BYTES", 12 * (4 * dim + 256))  # 12 rows a task
+    assert main(["load", str(out), "--no-progress"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["load_method"], summary["loaded"]) == ("import", done * 10)
+    assert len(list((out / "_import").rglob("*.parquet"))) > 1
     assert index(source, out, "--shard-size", "10", "--load") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped_shards"] == done and summary["read"] == summary["loaded"] == len(images)
+    assert summary["load_method"] == "upsert"
+    assert {"decode", "embed", "write", "index_wall", "load"} <= set(summary["seconds"])
 
     from pymilvus import MilvusClient
 
-    milvus = MilvusClient(str(tmp_path / "milvus.db"))
+    from service.store.local_server import LocalMilvusServer
+
+    server = LocalMilvusServer(tmp_path / "data" / "milvus").start()
+    milvus = MilvusClient(server.uri)
     try:
         (name,) = [n for n in milvus.list_collections() if n.endswith("_image")]
-        pks = [r["pk"] for r in milvus.query(name, filter='pk != ""', output_fields=["pk"], limit=10_000)]
+        milvus.load_collection(name)
+        pks = [
+            r["pk"]
+            for r in milvus.query(
+                name, filter='pk != ""', output_fields=["pk"], limit=10_000, consistency_level="Strong"
+            )
+        ]
     finally:
         milvus.close()
+        server.stop()
     assert sorted(pks) == sorted(f"default/{k}" for k in images)  # each source id, exactly once
     assert len(shard_rows(out)) == len(images)
 
@@ -465,12 +484,16 @@ def test_bulk_import_then_upserts_on_the_real_milvus_server(
         monkeypatch.setenv("TUWEN_DATA_DIR", str(tmp_path / "data"))
         # Milvus import tasks, reading the rewritten shards from a directory (the server's local storage)
         load = ["load", str(out), "--tenant", "acme", "--no-progress"]
-        assert main([*load, "--bulk-import", str(tmp_path / "import")]) == 0
+        assert main([*load, "--method", "import", "--import-to", str(tmp_path / "import")]) == 0
         assert json.loads((out / "summary.json").read_text())["loaded"] == len(rows)
         assert stored(server.uri) == expected
-        assert main([*load, "--bulk-import", str(tmp_path / "import")]) == 2  # would duplicate: refused
+        assert (
+            main([*load, "--method", "import", "--import-to", str(tmp_path / "import")]) == 2
+        )  # would duplicate: refused
         assert "would duplicate ids" in capsys.readouterr().err
+        assert main(load) == 0  # auto: the collections are not empty, and the import recorded its shards
+        assert f"loaded {len(rows)} by upsert" in capsys.readouterr().out
         for _ in range(2):  # upserts over imported rows, twice: still each id once
-            assert main(load) == 0
             next(out.glob("_loaded-*.json")).unlink()
+            assert main(load) == 0
         assert stored(server.uri) == expected

@@ -90,7 +90,16 @@ def test_both_stores_have_exactly_the_protocols_surface() -> None:
         }
 
     protocol = surface(SearchIndex)
-    assert set(protocol) == {"ensure_collections", "ping", "upsert", "get", "delete", "search", "close"}
+    assert set(protocol) == {
+        "ensure_collections",
+        "ping",
+        "upsert",
+        "get",
+        "delete",
+        "search",
+        "count",
+        "close",
+    }
     for cls in (VectorStore, InMemoryStore):
         methods = surface(cls)
         assert set(methods) == set(protocol), cls
@@ -105,6 +114,18 @@ def test_the_store_is_a_search_index(store: SearchIndex) -> None:
     assert isinstance(store, SearchIndex)
     assert (store.model, store.dim, store.max_top_k) == (MODEL, DIM, 1000)
     assert store.ping() is True
+
+
+def test_count_is_every_tenants_items_of_a_kind(store: SearchIndex, tenant: str) -> None:
+    before = {kind: store.count(kind) for kind in ("image", "text")}  # a store shared by the module
+    store.upsert("image", [Item(f"c{i}", unit(i), tenant) for i in range(3)])
+    store.upsert("image", [Item("c0", unit(1), tenant), Item("c0", unit(1), f"{tenant}-other")])
+    assert (
+        store.count("image") == before["image"] + 4
+    )  # a replaced id counts once; another tenant's is its own
+    assert store.count("text") == before["text"]
+    assert store.delete("image", "c1", tenant)
+    assert store.count("image") == before["image"] + 3
 
 
 def test_upsert_get_round_trip(store: SearchIndex, tenant: str) -> None:
