@@ -41,6 +41,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--actors", type=int, default=1, help="embedding actors, each with its own towers (default 1)"
     )
     p.add_argument(
+        "--actor-cpus",
+        type=float,
+        default=1.0,
+        help="CPUs each embedding actor reserves, and its ONNX Runtime threads (default 1; on a local Ray "
+        "the actors always leave one CPU to decoding)",
+    )
+    p.add_argument(
         "--actor-gpus", type=float, default=0, help="GPUs each embedding actor reserves (default 0)"
     )
     p.add_argument("--batch-size", type=int, default=32, help="items per tower call (default %(default)s)")
@@ -115,6 +122,8 @@ def run_index(args: argparse.Namespace) -> int:
 
     if args.shard_size < 1 or args.batch_size < 1 or args.actors < 1:
         raise CommandError("--shard-size, --batch-size and --actors must be at least 1")
+    if args.actor_cpus <= 0 or args.actor_gpus < 0:
+        raise CommandError("--actor-cpus must be more than 0 and --actor-gpus at least 0")
     _check_tenant(args.tenant)
     settings = _settings(args.bundle)
     try:
@@ -144,6 +153,7 @@ def run_index(args: argparse.Namespace) -> int:
         address=args.address,
         num_cpus=args.num_cpus,
         actors=args.actors,
+        actor_cpus=args.actor_cpus,
         actor_gpus=args.actor_gpus,
         batch_size=args.batch_size,
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from service.commands.errors import CommandError
 from service.config import Settings
 from service.indexing.model import Encoder, Preprocessor
 from service.indexing.shards import OutputDir, ShardResult, arrow_schema, failure
@@ -48,6 +49,20 @@ class StageSeconds:
 
     def as_dict(self) -> dict[str, float]:
         return {"decode": self.decode, "embed": self.embed, "write": self.write, **self.extra}
+
+
+def fit_actor_cpus(cluster_cpus: float, actors: int, wanted: float) -> float:
+    """CPUs each embedding actor reserves on a local Ray: as asked, unless the actors would leave no CPU
+    for the decode tasks (Ray Data would then wait for one forever); then they share all but one CPU."""
+    spare = cluster_cpus - 1
+    if actors * wanted <= spare:
+        return wanted
+    if spare <= 0:
+        raise CommandError(
+            f"a local Ray with {cluster_cpus:g} CPU cannot run decode tasks beside the embedding actors: "
+            "give it at least 2 (--num-cpus)"
+        )
+    return spare / actors
 
 
 def init_ray(options: RayOptions) -> Any:
@@ -146,11 +161,14 @@ def run(
     ]
     if not items:
         return []
+    actor_cpus = options.actor_cpus
+    if not options.address:  # a cluster's autoscaler adds nodes for pending actors; a local Ray cannot
+        actor_cpus = fit_actor_cpus(ray.cluster_resources().get("CPU", 0.0), options.actors, actor_cpus)
     # An actor's ONNX Runtime threads match the CPUs Ray reserved for it (its default, every core of the
     # node, would fight the decode tasks); TUWEN_INTRA_OP_THREADS still wins when set.
     actor_settings = settings
     if settings.intra_op_threads is None:
-        threads = max(1, round(options.actor_cpus))
+        threads = max(1, round(actor_cpus))
         actor_settings = settings.model_copy(update={"intra_op_threads": threads})
     blocks = max(1, min(len(items) // max(options.decode_batch, 1), len(pending) * 4))
     dataset = (
@@ -172,7 +190,7 @@ def run(
             batch_size=options.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=options.actors),
-            num_cpus=options.actor_cpus,
+            num_cpus=actor_cpus,
             num_gpus=options.actor_gpus,
         )
     )

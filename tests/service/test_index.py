@@ -180,7 +180,10 @@ def test_every_source_kind_gives_the_services_embeddings(tmp_path: Path) -> None
     (tmp_path / "captions.jsonl").write_text(
         "\n".join(json.dumps({"id": k, "text": t}, ensure_ascii=False) for k, t in captions.items())
     )
-    cases.append(("folder", folder, ["--captions", str(tmp_path / "captions.jsonl")], images, captions))
+    # Two embedding actors on a 2-CPU local Ray: they share one CPU and leave one to decoding (reserving
+    # a CPU each used to leave none, and Ray Data waited forever).
+    extra = ["--captions", str(tmp_path / "captions.jsonl"), "--actors", "2"]
+    cases.append(("folder", folder, extra, images, captions))
     cn = tmp_path / "cnclip"
     cases.append(("cnclip", cn, ["--split", "valid"], *make_cnclip(cn, 24)))
     cases.append(("lmdb", cn, ["--split", "test"], make_lmdb(cn, 12), {}))
