@@ -352,6 +352,7 @@ def test_killed_mid_run_resumes_without_losing_or_duplicating(
     monkeypatch.setenv("TUWEN_DATA_DIR", str(tmp_path / "data"))
     dim = json.loads((out / "plan.json").read_text())["dim"]
     monkeypatch.setattr("service.indexing.load.IMPORT_FILE_BYTES", 12 * (4 * dim + 256))  # 12 rows a task
+    monkeypatch.setattr("service.indexing.load.IMPORT_MIN_ROWS", 1)  # auto imports even these few
     assert main(["load", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["load_method"], summary["loaded"]) == ("import", done * 10)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from service.indexing.load import choose_method
+from service.indexing.load import IMPORT_MIN_ROWS, choose_method
 
 
 @dataclass
@@ -21,25 +21,29 @@ class Store:
         return self.rows.get(kind, 0)
 
 
+BIG = IMPORT_MIN_ROWS
+
+
 @pytest.mark.parametrize(
-    ("deployment", "rows", "import_to", "expected"),
+    ("deployment", "stored", "import_to", "loading", "expected"),
     [
-        ("local", {}, "", "import"),  # the embedded server reads the files from this disk
-        ("local", {"text": 1}, "", "upsert"),  # an import would duplicate ids: upserts
-        ("remote", {}, "", "upsert"),  # no place named where the server could read files
-        ("remote", {}, "s3://milvus-bucket/import", "import"),
-        ("remote", {"image": 5}, "s3://milvus-bucket/import", "upsert"),
-        ("lite", {}, "", "upsert"),  # Milvus Lite has no import
+        ("local", {}, "", BIG, "import"),  # the embedded server reads the files from this disk
+        ("local", {}, "", BIG - 1, "upsert"),  # too few rows to pay for an import's fixed cost
+        ("local", {"text": 1}, "", BIG, "upsert"),  # an import would duplicate ids: upserts
+        ("remote", {}, "", BIG, "upsert"),  # no place named where the server could read files
+        ("remote", {}, "s3://milvus-bucket/import", BIG, "import"),
+        ("remote", {"image": 5}, "s3://milvus-bucket/import", BIG, "upsert"),
+        ("lite", {}, "", BIG, "upsert"),  # Milvus Lite has no import
     ],
 )
-def test_auto_imports_only_into_empty_collections_milvus_can_read_files_for(
-    deployment: str, rows: dict[str, int], import_to: str, expected: str
+def test_auto_imports_only_many_rows_into_empty_collections_milvus_can_read_files_for(
+    deployment: str, stored: dict[str, int], import_to: str, loading: int, expected: str
 ) -> None:
-    store: Any = Store(deployment, rows)
-    assert choose_method(store, "auto", import_to) == expected
+    store: Any = Store(deployment, stored)
+    assert choose_method(store, "auto", import_to, loading) == expected
 
 
 @pytest.mark.parametrize("method", ["import", "upsert"])
 def test_an_explicit_method_is_taken_as_asked(method: Any) -> None:
     store: Any = Store("local", {"image": 3})
-    assert choose_method(store, method, "") == method
+    assert choose_method(store, method, "", 10) == method
