@@ -78,9 +78,9 @@ def _add_load_options(p: argparse.ArgumentParser) -> None:
         "--method",
         choices=("auto", "import", "upsert"),
         default="auto",
-        help="Milvus import tasks (empty collections only) or batched upserts; auto: import on the embedded "
-        "server or with --import-to when the collections are empty, else upserts (default). See "
-        "docs/indexing.md",
+        help="Milvus import tasks (empty collections only) or batched upserts; auto (default): import 50,000 "
+        "items or more into empty collections on the embedded server or with --import-to, else upserts. "
+        "See docs/indexing.md",
     )
     p.add_argument(
         "--import-to",
@@ -214,7 +214,7 @@ def _load(args: argparse.Namespace, settings: Any, out: Any) -> dict[str, Any]:
             f"loading into Milvus at {settings.resolved_milvus_uri} failed: {exc}; the shards are intact: "
             f"run `tuwen load {out.root}` again to resume"
         ) from None
-    seconds = {**(out.update_summary().get("seconds") or {}), "load": round(time.perf_counter() - started, 2)}
+    seconds = {**out.summary().get("seconds", {}), "load": round(time.perf_counter() - started, 2)}
     summary: dict[str, Any] = out.update_summary(
         loaded=loaded,
         load_method=method,

@@ -6,7 +6,7 @@ Two ways in (``--method``; ``auto`` says which it took):
 - **Bulk import** (``auto`` on the embedded local server, or wherever ``--import-to`` names files Milvus
   can read, when the target collections are empty): the shards are rewritten with the collections' own
   columns, in files of about a segment (``IMPORT_FILE_BYTES``), and taken in by Milvus import tasks
-  (``utility.do_bulk_insert``) without per-row RPCs; the command returns once every row is searchable. The
+  (``utility.do_bulk_insert``) without per-row RPCs; the command returns once the index covers every row. The
   destination is ``s3://bucket/prefix`` in Milvus's own bucket (the Compose/Helm MinIO: uploaded with boto3,
   named by object key) or a directory Milvus reads at the same path: the embedded server's local storage
   (default ``OUT/_import``) or a shared volume. An import *inserts* (Milvus does not deduplicate primary

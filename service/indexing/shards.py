@@ -148,8 +148,11 @@ class OutputDir:
             "failed": sum(len(r.failures) for r in done),
         }
 
+    def summary(self) -> dict[str, Any]:
+        return dict(read_json(self.root / SUMMARY) or {})
+
     def update_summary(self, **values: Any) -> dict[str, Any]:
-        summary = {**(read_json(self.root / SUMMARY) or {}), **values}
+        summary = {**self.summary(), **values}
         write_json(self.root / SUMMARY, summary)
         return summary
 
