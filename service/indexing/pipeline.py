@@ -72,7 +72,16 @@ def init_ray(options: RayOptions) -> Any:
         if options.address:
             ray.init(address=options.address, log_to_driver=False)
         else:
-            ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
+            for attempt in range(3):
+                try:
+                    ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
+                    break
+                except Exception as exc:
+                    # A busy machine: Ray gives its raylet a fixed 30 s to register, then raises a bare
+                    # Exception and leaves a half-started node behind. Shut that down and start again.
+                    if "timed out during startup" not in str(exc) or attempt == 2:
+                        raise
+                    ray.shutdown()
     from ray.data import DataContext
 
     context = DataContext.get_current()
