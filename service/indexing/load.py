@@ -228,7 +228,8 @@ def bulk_import(
         def submit(kind: Kind) -> None:
             table = pa.concat_tables(pending[kind])
             pending[kind] = []
-            file = put(f"{tenant}/{kind}/{len(tasks):05d}.parquet", table)
+            # Named by this run and order, never by user input (a tenant may be ".."): no path from data.
+            file = put(f"{kind}/{now}-{len(tasks):05d}.parquet", table)
             with _orm() as utility:
                 tasks.append(utility.do_bulk_insert(store.collections[kind], [file], using=alias))
             expected[kind] += table.num_rows
@@ -260,29 +261,31 @@ def bulk_import(
         for kind in KINDS:
             if pending[kind]:
                 submit(kind)
-        _wait_for_imports(store, alias, tasks, expected, time.monotonic() + IMPORT_TIMEOUT_S)
+        _wait_for_imports(store, alias, tasks, expected)
     return sum(expected.values())
 
 
 def _seal_and_index(store: VectorStore) -> None:
     """After upserts: seal what they left in growing segments (searched through a small interim index,
-    and sealed by the server only after 10 idle minutes) and wait until the index covers every row."""
+    and sealed by the server only after 10 idle minutes) and wait until no segment waits for its index."""
     if store.deployment == "lite":  # one file, no segments to seal
         return
-    from pymilvus import MilvusClient
+    from pymilvus import Collection
 
-    client = MilvusClient(uri=store.live_uri, token=store.token, timeout=store.timeout_s)
-    try:
-        for name in store.collections.values():
-            client.flush(name)
-    finally:
-        client.close()
-    deadline = time.monotonic() + IMPORT_TIMEOUT_S
     with _orm_connection(store) as alias:
-        while not _indexed(store, alias):
-            if time.monotonic() > deadline:
-                raise CommandError("Milvus did not finish indexing the loaded rows in time; see its logs")
-            time.sleep(1.0)
+        with _orm():
+            for name in store.collections.values():
+                Collection(name, using=alias).flush()
+        _until(lambda: _indexed(store, alias), "Milvus did not finish indexing the loaded rows in time")
+
+
+def _until(done: Callable[[], bool], timeout_message: str, poll_s: float = 1.0) -> None:
+    """Poll ``done`` until it holds, for at most ``IMPORT_TIMEOUT_S``."""
+    deadline = time.monotonic() + IMPORT_TIMEOUT_S
+    while not done():
+        if time.monotonic() > deadline:
+            raise CommandError(f"{timeout_message}; see the Milvus logs")
+        time.sleep(poll_s)
 
 
 def _indexed(store: VectorStore, alias: str) -> bool:
@@ -324,21 +327,17 @@ def _wait_for_running_imports(store: VectorStore) -> None:
     their rows would land after (and beside) the upserted ones."""
     if store.deployment == "lite":
         return
-    deadline = time.monotonic() + IMPORT_TIMEOUT_S
+
+    def none_running() -> bool:
+        with _orm() as utility:
+            return not any(
+                t.state_name not in ("Completed", "Failed", "Failed and cleaned")
+                for name in store.collections.values()
+                for t in utility.list_bulk_insert_tasks(collection_name=name, using=alias)
+            )
+
     with _orm_connection(store) as alias:
-        while True:
-            with _orm() as utility:
-                running = [
-                    t.task_id
-                    for name in store.collections.values()
-                    for t in utility.list_bulk_insert_tasks(collection_name=name, using=alias)
-                    if t.state_name not in ("Completed", "Failed", "Failed and cleaned")
-                ]
-            if not running:
-                return
-            if time.monotonic() > deadline:
-                raise CommandError(f"Milvus import tasks {running} are still running; load again later")
-            time.sleep(2.0)
+        _until(none_running, "Milvus import tasks from an earlier load are still running", poll_s=2.0)
 
 
 def _import_sink(destination: str, settings: Settings) -> Callable[[str, Any], str]:
@@ -371,16 +370,13 @@ def _import_sink(destination: str, settings: Settings) -> Callable[[str, Any], s
     return write
 
 
-def _wait_for_imports(
-    store: VectorStore, alias: str, tasks: list[int], expected: dict[Kind, int], deadline: float
-) -> None:
-    """Until every task completed, the imported rows are loaded, and the vector index covers them: a
+def _wait_for_imports(store: VectorStore, alias: str, tasks: list[int], expected: dict[Kind, int]) -> None:
+    """Until every task completed, the imported rows are loaded, and no segment waits for its index: a
     2.3 server reports an import completed before its segments are indexed (searches scan them until
     then)."""
     pending = list(tasks)
-    while pending or {kind: store.count(kind) for kind in KINDS} != expected or not _indexed(store, alias):
-        if time.monotonic() > deadline:
-            raise CommandError(f"Milvus import tasks {pending} did not finish in time; see the Milvus logs")
+
+    def finished() -> bool:
         for task in list(pending):
             with _orm() as utility:
                 state = utility.get_bulk_insert_state(task, using=alias)
@@ -388,4 +384,6 @@ def _wait_for_imports(
                 raise CommandError(f"Milvus import task {task} failed: {state.infos.get('failed_reason')}")
             if state.state_name == "Completed":
                 pending.remove(task)
-        time.sleep(1.0)
+        return not pending and {k: store.count(k) for k in KINDS} == expected and _indexed(store, alias)
+
+    _until(finished, f"Milvus import tasks {tasks} did not all finish in time")
