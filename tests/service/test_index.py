@@ -362,6 +362,7 @@ def test_killed_mid_run_resumes_without_losing_or_duplicating(
     assert summary["skipped_shards"] == done and summary["read"] == summary["loaded"] == len(images)
     assert summary["load_method"] == "upsert"
     assert {"decode", "embed", "write", "index_wall", "load"} <= set(summary["seconds"])
+    assert all(summary["seconds"][k] > 0 for k in ("decode", "embed", "index_wall", "load"))  # accounted
 
     from pymilvus import MilvusClient
 
@@ -489,6 +490,9 @@ def test_bulk_import_then_upserts_on_the_real_milvus_server(
         # Milvus import tasks, reading the rewritten shards from a directory (the server's local storage)
         load = ["load", str(out), "--tenant", "acme", "--no-progress"]
         assert main([*load, "--method", "import", "--import-to", str(tmp_path / "import")]) == 0
+        files = list((tmp_path / "import").rglob("*.parquet"))
+        # named by kind and run, never by the tenant (user input: a tenant may be "..")
+        assert files and {f.relative_to(tmp_path / "import").parts[0] for f in files} <= {"image", "text"}
         assert json.loads((out / "summary.json").read_text())["loaded"] == len(rows)
         assert stored(server.uri) == expected
         assert (

@@ -1,5 +1,5 @@
-"""How `tuwen index` sizes its embedding actors on a local Ray (a unit; the pipeline itself runs on a real
-local Ray in tests/service/test_index.py, with two actors on two CPUs there)."""
+"""How `tuwen index` sizes its embedding actors and starts a local Ray (units; the pipeline itself runs
+on a real local Ray in tests/service/test_index.py, with two actors on two CPUs there)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,50 @@ def test_actors_always_leave_a_cpu_to_the_decode_tasks(
 def test_one_cpu_is_refused_with_what_to_do() -> None:
     with pytest.raises(CommandError, match="--num-cpus"):
         fit_actor_cpus(1, 1, 1.0)
+
+
+class _RayStarts:
+    """ray.init standing in for a machine where the first ``failures`` starts time out (no real Ray)."""
+
+    def __init__(self, failures: int, message: str = "The current node timed out during startup.") -> None:
+        self.failures, self.message, self.inits, self.shutdowns = failures, message, 0, 0
+
+    def init(self, **_: object) -> None:
+        self.inits += 1
+        if self.inits <= self.failures:
+            raise Exception(self.message)  # what Ray raises: a bare Exception
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+def _patched(monkeypatch: pytest.MonkeyPatch, starts: _RayStarts) -> None:
+    ray = pytest.importorskip("ray", reason="tuwen index needs the `index` extra (Ray Data)")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", starts.init)
+    monkeypatch.setattr(ray, "shutdown", starts.shutdown)
+
+
+def test_a_local_ray_start_that_times_out_is_shut_down_and_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.indexing.pipeline import RayOptions, init_ray
+
+    starts = _RayStarts(failures=2)
+    _patched(monkeypatch, starts)
+    init_ray(RayOptions(num_cpus=2))
+    assert (starts.inits, starts.shutdowns) == (3, 2)
+
+    starts = _RayStarts(failures=3)  # a third time out is the user's to see
+    _patched(monkeypatch, starts)
+    with pytest.raises(Exception, match="timed out during startup"):
+        init_ray(RayOptions(num_cpus=2))
+    assert starts.inits == 3
+
+
+def test_other_ray_start_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.indexing.pipeline import RayOptions, init_ray
+
+    starts = _RayStarts(failures=1, message="address already in use")
+    _patched(monkeypatch, starts)
+    with pytest.raises(Exception, match="address already in use"):
+        init_ray(RayOptions(num_cpus=2))
+    assert (starts.inits, starts.shutdowns) == (1, 0)
