@@ -181,13 +181,28 @@ class LocalMilvusServer:
                 contextlib.suppress(OSError, urllib.error.URLError),
                 urllib.request.urlopen(url, timeout=1) as resp,
             ):
-                if b"OK" in resp.read():
+                # /healthz can answer OK a moment before the proxy serves gRPC (a first call then fails
+                # with "unknown service milvus.proto.milvus.MilvusService"): healthy means both.
+                if b"OK" in resp.read() and self._answers_grpc():
                     return
             time.sleep(0.2)
         raise StoreUnavailable(
             f"the local Milvus server did not become healthy in {self.start_timeout_s:.0f} s; "
             f"see {self.data_dir / 'logs'}"
         )
+
+    def _answers_grpc(self) -> bool:
+        from pymilvus import MilvusClient
+
+        try:
+            client = MilvusClient(uri=self.uri, timeout=2)
+            try:
+                client.list_collections(timeout=2)
+            finally:
+                client.close()
+        except Exception:
+            return False
+        return True
 
     def _stop_orphan(self) -> None:
         """Stop a server left running on this data directory by a process that died without stopping it."""
