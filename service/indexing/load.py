@@ -11,8 +11,8 @@ Two ways in (``--method``; ``auto`` says which it took):
   named by object key) or a directory Milvus reads at the same path: the embedded server's local storage
   (default ``OUT/_import``) or a shared volume. An import *inserts* (Milvus does not deduplicate primary
   keys), so it is refused into non-empty collections; the shards are then recorded as loaded, and a
-  rerun upserts. Tested on the embedded Milvus 2.3.5 server with local files; the S3 variant follows
-  the Milvus docs but no Milvus with object storage ran here.
+  rerun upserts. Tested on Milvus 2.3.5 both ways: local files on the embedded server, and ``s3://``
+  with the server's storage in an S3 bucket (moto's S3 server standing in for MinIO).
 - **Upserts** (everything else: Milvus Lite, a server without ``--import-to``, non-empty collections):
   batches of rows through ``VectorStore.upsert``, keyed ``<tenant>/<id>`` like POST /items, so a reload or
   a resumed load never duplicates an item. Loaded shards are recorded per target (``_loaded-*.json``), so

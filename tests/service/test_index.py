@@ -1,5 +1,6 @@
 """`tuwen index` / `tuwen load` end to end: a real local Ray (2 CPUs), a real exported tiny bundle on ONNX
-Runtime, real Milvus (Lite, and the 2.3.5 server once), a real app over HTTP, a real S3 server (moto's).
+Runtime, real Milvus (Lite, and the 2.3.5 server once), a real app over HTTP, a real S3 server (moto's;
+Milvus keeps its data in it for the bulk import from s3://).
 
 Every source kind is indexed and its vectors compared with what the running service's /embed returns
 for the same files; a run killed mid-way is resumed and loads each source id exactly once; broken inputs
@@ -28,6 +29,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from service.cli import main
+from tests.s3_server import object_keys, s3_server
 from tests.service.api_server import client, serve, settings_for, tiny_bundle
 
 pytestmark = pytest.mark.slow
@@ -237,34 +239,18 @@ def test_every_source_kind_gives_the_services_embeddings(tmp_path: Path) -> None
 def test_loaded_shards_are_searchable_with_thumbnails_in_s3(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from moto.server import ThreadedMotoServer
-
-    from tests.service.api_server import free_port
-
     source = tmp_path / "wds"
     images, captions = make_webdataset(source, 30)
     out = tmp_path / "out"
     assert index(source, out, "--shard-size", "20") == 0
     rows = shard_rows(out)
 
-    port = free_port()
-    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    s3.start()
-    try:
-        for name, value in {
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }.items():
-            monkeypatch.setenv(name, value)
-        import boto3
-
-        boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket="thumbs-index")
+    with s3_server("thumbs-index") as endpoint:
         env = {
             "TUWEN_MILVUS_URI": str(tmp_path / "data" / "milvus.db"),
             "TUWEN_DATA_DIR": str(tmp_path / "data"),
             "TUWEN_THUMBNAIL_S3_URI": "s3://thumbs-index/tuwen",
-            "TUWEN_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "TUWEN_S3_ENDPOINT_URL": endpoint,
         }
         for name, value in env.items():
             monkeypatch.setenv(name, value)
@@ -289,7 +275,7 @@ def test_loaded_shards_are_searchable_with_thumbnails_in_s3(
             tiny_bundle(),
             tmp_path / "data",
             thumbnail_s3_uri="s3://thumbs-index/tuwen",
-            s3_endpoint_url=f"http://127.0.0.1:{port}",
+            s3_endpoint_url=endpoint,
         )
         with serve(settings) as url, client(url) as http:
             for key in list(images)[:10]:
@@ -307,8 +293,6 @@ def test_loaded_shards_are_searchable_with_thumbnails_in_s3(
             gone = next(iter(images))  # deleting an item deletes its thumbnail from the bucket
             assert http.delete("/items/image", params={"id": gone}).status_code == 200
             assert http.get("/thumbnails", params={"id": gone}).status_code == 404
-    finally:
-        s3.stop()
 
 
 def test_killed_mid_run_resumes_without_losing_or_duplicating(
@@ -448,9 +432,11 @@ def test_bad_inputs_are_reported_and_the_rest_is_loaded(
     )  # the first of a duplicated id wins, the second is reported
 
 
-def test_bulk_import_then_upserts_on_the_real_milvus_server(
+def test_bulk_import_from_s3_then_upserts_on_the_real_milvus_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """The Compose/Helm set-up: a Milvus server keeping its data in an S3 bucket (moto's server standing
+    in for MinIO), the import files uploaded next to it and read by Milvus's own S3 client."""
     from pymilvus import MilvusClient
 
     from tests.milvus_server import milvus_server
@@ -484,20 +470,25 @@ def test_bulk_import_then_upserts_on_the_real_milvus_server(
         finally:
             milvus.close()
 
-    with milvus_server(tmp_path / "milvus") as server:
+    with (
+        s3_server("milvus-bucket") as endpoint,
+        milvus_server(tmp_path / "milvus", endpoint, "milvus-bucket") as server,
+    ):
         monkeypatch.setenv("TUWEN_MILVUS_URI", server.uri)
         monkeypatch.setenv("TUWEN_DATA_DIR", str(tmp_path / "data"))
-        # Milvus import tasks, reading the rewritten shards from a directory (the server's local storage)
+        monkeypatch.setenv("TUWEN_S3_ENDPOINT_URL", endpoint)
+        # Milvus import tasks, reading the rewritten shards from its own bucket
         load = ["load", str(out), "--tenant", "acme", "--no-progress"]
-        assert main([*load, "--method", "import", "--import-to", str(tmp_path / "import")]) == 0
-        files = list((tmp_path / "import").rglob("*.parquet"))
+        to_s3 = ["--method", "import", "--import-to", "s3://milvus-bucket/tuwen-import"]
+        assert main([*load, *to_s3]) == 0
+        files = object_keys(endpoint, "milvus-bucket", "tuwen-import/")
         # named by kind and run, never by the tenant (user input: a tenant may be "..")
-        assert files and {f.relative_to(tmp_path / "import").parts[0] for f in files} <= {"image", "text"}
+        assert files and {f.split("/")[1] for f in files} == {"image", "text"}
+        assert all(f.endswith(".parquet") for f in files)
+        assert object_keys(endpoint, "milvus-bucket", "files/insert_log/")  # Milvus's data is there too
         assert json.loads((out / "summary.json").read_text())["loaded"] == len(rows)
         assert stored(server.uri) == expected
-        assert (
-            main([*load, "--method", "import", "--import-to", str(tmp_path / "import")]) == 2
-        )  # would duplicate: refused
+        assert main([*load, *to_s3]) == 2  # would duplicate: refused
         assert "would duplicate ids" in capsys.readouterr().err
         assert main(load) == 0  # auto: the collections are not empty, and the import recorded its shards
         assert f"loaded {len(rows)} by upsert" in capsys.readouterr().out

@@ -17,7 +17,8 @@ from service.config import Settings
 from service.indexing.shards import OutputDir
 from service.indexing.sources import Row, plan, read_bytes
 from service.thumbnails import S3Backend, ThumbnailStore, thumbnail_store
-from tests.service.api_server import free_port, image_bytes
+from tests.s3_server import object_keys, s3_server
+from tests.service.api_server import image_bytes
 
 
 def settings(**overrides: object) -> Settings:
@@ -128,27 +129,11 @@ def test_the_output_refuses_to_mix_two_plans(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    port = free_port()
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with s3_server("thumbs-unit") as endpoint:
+        yield endpoint
 
 
-def test_thumbnails_in_an_s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    import boto3
-
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "k",
-        "AWS_SECRET_ACCESS_KEY": "s",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket="thumbs-unit")
+def test_thumbnails_in_an_s3_bucket(s3_endpoint: str) -> None:
     store = thumbnail_store(
         settings(thumbnail_s3_uri="s3://thumbs-unit/pre/fix", s3_endpoint_url=s3_endpoint)
     )
@@ -157,12 +142,7 @@ def test_thumbnails_in_an_s3_bucket(s3_endpoint: str, monkeypatch: pytest.Monkey
     store.put("t", "a/b", b"jpeg")
     store.put("u", "a/b", b"other tenant")
     assert (store.get("t", "a/b"), store.get("u", "a/b")) == (b"jpeg", b"other tenant")
-    keys = [
-        o["Key"]
-        for o in boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(Bucket="thumbs-unit")[
-            "Contents"
-        ]
-    ]
+    keys = object_keys(s3_endpoint, "thumbs-unit")
     assert all(k.startswith("pre/fix/") and k.endswith(".jpg") and "a/b" not in k for k in keys)
     store.delete("t", "a/b")
     assert store.get("t", "a/b") is None and store.get("u", "a/b") == b"other tenant"
