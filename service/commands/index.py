@@ -43,14 +43,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--actor-cpus",
         type=float,
-        default=1.0,
-        help="CPUs each embedding actor reserves, and its ONNX Runtime threads (default 1; on a local Ray "
-        "the actors always leave one CPU to decoding)",
+        help="CPUs each embedding actor reserves, and its ONNX Runtime threads (default: 1 on a cluster, 0 "
+        "on a local Ray; 0 reserves none and shares the cores with decoding; on a local Ray the actors "
+        "always leave one CPU to decoding)",
     )
     p.add_argument(
         "--actor-gpus", type=float, default=0, help="GPUs each embedding actor reserves (default 0)"
     )
-    p.add_argument("--batch-size", type=int, default=32, help="items per tower call (default %(default)s)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=64,
+        help="items per embedding actor call (default %(default)s); the towers take them in batches of "
+        "TUWEN_MAX_BATCH_IMAGE / TUWEN_MAX_BATCH_TEXT, as in the service",
+    )
     p.add_argument(
         "--shard-size",
         type=int,
@@ -122,8 +128,8 @@ def run_index(args: argparse.Namespace) -> int:
 
     if args.shard_size < 1 or args.batch_size < 1 or args.actors < 1:
         raise CommandError("--shard-size, --batch-size and --actors must be at least 1")
-    if args.actor_cpus <= 0 or args.actor_gpus < 0:
-        raise CommandError("--actor-cpus must be more than 0 and --actor-gpus at least 0")
+    if (args.actor_cpus is not None and args.actor_cpus < 0) or args.actor_gpus < 0:
+        raise CommandError("--actor-cpus and --actor-gpus must be at least 0")
     _check_tenant(args.tenant)
     settings = _settings(args.bundle)
     try:

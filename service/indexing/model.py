@@ -63,27 +63,38 @@ class Preprocessor:
 
 
 class Encoder:
-    """The bundle's two towers, loaded as the service loads them (backend, precision, threads)."""
+    """The bundle's two towers, loaded and batched as the service loads and batches them (backend,
+    precision, threads; at most ``max_batch_image`` images and ``max_batch_text`` texts per tower call:
+    on a CPU a ViT-B-16 runs ~20% more images/s in batches of 4–16 than of 32, docs/benchmarks.md)."""
 
-    def __init__(self, settings: Settings, max_batch: int) -> None:
+    def __init__(self, settings: Settings) -> None:
         from service.bundle import Bundle
         from service.engines import load_towers
 
         bundle = Bundle.load(settings.bundle)
         self.tokenizer: TextTokenizer = bundle.tokenizer()
+        self.max_images, self.max_texts = settings.max_batch_image, settings.max_batch_text
         self.towers: Towers = load_towers(
             bundle,
             backend=settings.backend,
             precision=settings.precision,
             threads=settings.intra_op_threads,
             spin_wait=settings.ort_spin_wait,
-            max_batch=max_batch,
+            max_batch=max(self.max_images, self.max_texts),
             engine_cache_dir=settings.engine_cache_dir,
         )
 
     def images(self, pixels: np.ndarray) -> np.ndarray:
-        return np.asarray(self.towers.image.embed(np.ascontiguousarray(pixels)), dtype=np.float32)
+        return np.concatenate(
+            [
+                np.asarray(self.towers.image.embed(np.ascontiguousarray(pixels[i : i + self.max_images])))
+                for i in range(0, len(pixels), self.max_images)
+            ]
+        ).astype(np.float32, copy=False)
 
     def texts(self, texts: list[str]) -> np.ndarray:
-        ids, mask = self.tokenizer.pad(self.tokenizer.encode(texts))
-        return np.asarray(self.towers.text.embed(ids, mask), dtype=np.float32)
+        chunks = []
+        for i in range(0, len(texts), self.max_texts):
+            ids, mask = self.tokenizer.pad(self.tokenizer.encode(texts[i : i + self.max_texts]))
+            chunks.append(np.asarray(self.towers.text.embed(ids, mask)))
+        return np.concatenate(chunks).astype(np.float32, copy=False)

@@ -31,9 +31,9 @@ class RayOptions:
     address: str | None = None  # None: a local Ray on this machine
     num_cpus: int | None = None  # local Ray only
     actors: int = 1  # embedding actors (each loads the towers)
-    actor_cpus: float = 1.0
+    actor_cpus: float | None = None  # None: 1 on a cluster, 0 (share the cores) on a local Ray
     actor_gpus: float = 0.0  # 1 per actor on GPU nodes: Ray places one actor per GPU
-    batch_size: int = 32  # images per tower call
+    batch_size: int = 64  # items per embedding actor call (tower calls: the service's max_batch_*)
     decode_batch: int = 16
 
 
@@ -51,18 +51,35 @@ class StageSeconds:
         return {"decode": self.decode, "embed": self.embed, "write": self.write, **self.extra}
 
 
-def fit_actor_cpus(cluster_cpus: float, actors: int, wanted: float) -> float:
-    """CPUs each embedding actor reserves on a local Ray: as asked, unless the actors would leave no CPU
-    for the decode tasks (Ray Data would then wait for one forever); then they share all but one CPU."""
-    spare = cluster_cpus - 1
-    if actors * wanted <= spare:
-        return wanted
-    if spare <= 0:
-        raise CommandError(
-            f"a local Ray with {cluster_cpus:g} CPU cannot run decode tasks beside the embedding actors: "
-            "give it at least 2 (--num-cpus)"
-        )
-    return spare / actors
+@dataclass(frozen=True)
+class ActorSizing:
+    cpus: float  # what Ray reserves for each embedding actor
+    threads: int | None  # its ONNX Runtime intra-op threads (None: the runtime's choice, every core)
+
+
+def actor_sizing(cluster_cpus: float, actors: int, wanted: float | None, local: bool) -> ActorSizing:
+    """What each embedding actor reserves and how many threads it runs, for ``--actor-cpus wanted``.
+
+    ``0`` (a local Ray's default) reserves nothing: the actors' threads and the decode tasks share the
+    cores, as the service's own threads do, so no core idles whichever side is the bottleneck (a reserved
+    core sat idle whenever its side had nothing to do: with a big tower, decoding; with a small one, the
+    tower). On a local Ray the cores are then split between the actors' threads. More than 0 (a
+    cluster's default: 1) is reserved, with as many threads; on a local Ray the actors still leave one CPU
+    to the decode tasks (else Ray Data would wait for one forever).
+    """
+    if wanted is None:
+        wanted = 0.0 if local else 1.0
+    if wanted == 0:
+        return ActorSizing(0.0, max(1, int(cluster_cpus) // actors) if local else None)
+    if local:
+        spare = cluster_cpus - 1
+        if spare <= 0:
+            raise CommandError(
+                f"a local Ray with {cluster_cpus:g} CPU cannot run decode tasks beside embedding actors "
+                "that reserve CPUs: give it at least 2 (--num-cpus), or --actor-cpus 0"
+            )
+        wanted = min(wanted, spare / actors)
+    return ActorSizing(wanted, max(1, round(wanted)))
 
 
 def init_ray(options: RayOptions) -> Any:
@@ -122,8 +139,8 @@ def decode_batch(batch: dict[str, np.ndarray], settings: Settings) -> dict[str, 
 class EmbedActor:
     """Ray actor: the towers, loaded once; embeds the batch's images and texts."""
 
-    def __init__(self, settings: Settings, image_size: int, dim: int, batch_size: int) -> None:
-        self.encoder = Encoder(settings, max_batch=batch_size)
+    def __init__(self, settings: Settings, image_size: int, dim: int) -> None:
+        self.encoder = Encoder(settings)
         self.shape = (3, image_size, image_size)
         self.dim = dim
 
@@ -170,15 +187,13 @@ def run(
     ]
     if not items:
         return []
-    actor_cpus = options.actor_cpus
-    if not options.address:  # a cluster's autoscaler adds nodes for pending actors; a local Ray cannot
-        actor_cpus = fit_actor_cpus(ray.cluster_resources().get("CPU", 0.0), options.actors, actor_cpus)
-    # An actor's ONNX Runtime threads match the CPUs Ray reserved for it (its default, every core of the
-    # node, would fight the decode tasks); TUWEN_INTRA_OP_THREADS still wins when set.
+    sizing = actor_sizing(
+        ray.cluster_resources().get("CPU", 0.0), options.actors, options.actor_cpus, not options.address
+    )
+    # TUWEN_INTRA_OP_THREADS still wins when set.
     actor_settings = settings
-    if settings.intra_op_threads is None:
-        threads = max(1, round(actor_cpus))
-        actor_settings = settings.model_copy(update={"intra_op_threads": threads})
+    if settings.intra_op_threads is None and sizing.threads is not None:
+        actor_settings = settings.model_copy(update={"intra_op_threads": sizing.threads})
     blocks = max(1, min(len(items) // max(options.decode_batch, 1), len(pending) * 4))
     dataset = (
         ray.data.from_items(items, override_num_blocks=blocks)
@@ -195,11 +210,11 @@ def run(
         )
         .map_batches(
             EmbedActor,
-            fn_constructor_args=(actor_settings, image_size, dim, options.batch_size),
+            fn_constructor_args=(actor_settings, image_size, dim),
             batch_size=options.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=options.actors),
-            num_cpus=actor_cpus,
+            num_cpus=sizing.cpus,
             num_gpus=options.actor_gpus,
         )
     )

@@ -175,19 +175,27 @@ def make_manifest(root: Path, n: int, fmt: str) -> tuple[dict[str, bytes], dict[
 # -- tests ----------------------------------------------------------------------------------------------
 
 
-def test_every_source_kind_gives_the_services_embeddings(tmp_path: Path) -> None:
+def test_every_source_kind_gives_the_services_embeddings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The actors' towers take their calls in the service's batches: small ones here, so that every
+    # actor call is cut into several tower calls (and a remainder) and must still give /embed's vectors.
+    monkeypatch.setenv("TUWEN_MAX_BATCH_IMAGE", "3")
+    monkeypatch.setenv("TUWEN_MAX_BATCH_TEXT", "5")
     cases: list[tuple[str, Path, list[str], dict[str, bytes], dict[str, str]]] = []
     folder = tmp_path / "folder"
     images, captions = make_folder(folder, 40)
     (tmp_path / "captions.jsonl").write_text(
         "\n".join(json.dumps({"id": k, "text": t}, ensure_ascii=False) for k, t in captions.items())
     )
-    # Two embedding actors on a 2-CPU local Ray: they share one CPU and leave one to decoding (reserving
-    # a CPU each used to leave none, and Ray Data waited forever).
+    # Two embedding actors on a 2-CPU local Ray, sharing the cores with decoding (the default).
     extra = ["--captions", str(tmp_path / "captions.jsonl"), "--actors", "2"]
     cases.append(("folder", folder, extra, images, captions))
     cn = tmp_path / "cnclip"
-    cases.append(("cnclip", cn, ["--split", "valid"], *make_cnclip(cn, 24)))
+    # Two actors reserving CPUs: they share one and leave one to decoding (reserving a CPU each used to
+    # leave none, and Ray Data waited forever).
+    extra = ["--split", "valid", "--actors", "2", "--actor-cpus", "1"]
+    cases.append(("cnclip", cn, extra, *make_cnclip(cn, 24)))
     cases.append(("lmdb", cn, ["--split", "test"], make_lmdb(cn, 12), {}))
     wds = tmp_path / "wds"
     cases.append(("webdataset", wds, [], *make_webdataset(wds, 24)))
@@ -207,7 +215,9 @@ def test_every_source_kind_gives_the_services_embeddings(tmp_path: Path) -> None
         assert (summary["read"], summary["embedded"], summary["failed"]) == (len(expected), len(expected), 0)
         outputs[name] = (rows, images, captions)
 
-    with serve(settings_for(tiny_bundle(), tmp_path / "app")) as url, client(url) as http:
+    # the service in its default batches (the variables above would reach it too)
+    app = settings_for(tiny_bundle(), tmp_path / "app", max_batch_image=16, max_batch_text=64)
+    with serve(app) as url, client(url) as http:
         for name, (rows, images, captions) in outputs.items():
             ids = list(images)
             for start in range(0, len(ids), 16):
@@ -335,12 +345,13 @@ def test_killed_mid_run_resumes_without_losing_or_duplicating(
     monkeypatch.delenv("TUWEN_MILVUS_URI", raising=False)
     monkeypatch.setenv("TUWEN_DATA_DIR", str(tmp_path / "data"))
     dim = json.loads((out / "plan.json").read_text())["dim"]
-    monkeypatch.setattr("service.indexing.load.IMPORT_FILE_BYTES", 12 * (4 * dim + 256))  # 12 rows a task
+    rows_per_task = done * 10 // 2 + 1  # two import tasks (each costs seconds of server time)
+    monkeypatch.setattr("service.indexing.load.IMPORT_FILE_BYTES", rows_per_task * (4 * dim + 256))
     monkeypatch.setattr("service.indexing.load.IMPORT_MIN_ROWS", 1)  # auto imports even these few
     assert main(["load", str(out), "--no-progress"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["load_method"], summary["loaded"]) == ("import", done * 10)
-    assert len(list((out / "_import").rglob("*.parquet"))) > 1
+    assert len(list((out / "_import").rglob("*.parquet"))) == 2
     assert index(source, out, "--shard-size", "10", "--load") == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped_shards"] == done and summary["read"] == summary["loaded"] == len(images)

@@ -6,29 +6,39 @@ from __future__ import annotations
 import pytest
 
 from service.commands.errors import CommandError
-from service.indexing.pipeline import fit_actor_cpus
+from service.indexing.pipeline import ActorSizing, actor_sizing
 
 
 @pytest.mark.parametrize(
     ("cpus", "actors", "wanted", "expected"),
     [
-        (8, 2, 1.0, 1.0),  # room to spare: as asked
-        (8, 7, 1.0, 1.0),  # exactly one CPU left for decoding
-        (2, 1, 1.0, 1.0),
-        (2, 2, 1.0, 0.5),  # two actors on two CPUs would starve decoding forever: they share one
-        (4, 2, 2.0, 1.5),
+        (2, 1, None, ActorSizing(0.0, 2)),  # the default: nothing reserved, the cores shared
+        (8, 3, None, ActorSizing(0.0, 2)),  # ... and split between the actors' threads
+        (2, 4, 0.0, ActorSizing(0.0, 1)),  # at least one thread each
+        (8, 2, 1.0, ActorSizing(1.0, 1)),  # room to spare: as asked
+        (8, 7, 1.0, ActorSizing(1.0, 1)),  # exactly one CPU left for decoding
+        (2, 2, 1.0, ActorSizing(0.5, 1)),  # two actors on two CPUs would starve decoding forever
+        (4, 2, 2.0, ActorSizing(1.5, 2)),
     ],
 )
-def test_actors_always_leave_a_cpu_to_the_decode_tasks(
-    cpus: float, actors: int, wanted: float, expected: float
+def test_local_actors_share_the_cores_or_leave_a_cpu_to_the_decode_tasks(
+    cpus: float, actors: int, wanted: float | None, expected: ActorSizing
 ) -> None:
-    assert fit_actor_cpus(cpus, actors, wanted) == expected
-    assert actors * fit_actor_cpus(cpus, actors, wanted) <= cpus - 1
+    sizing = actor_sizing(cpus, actors, wanted, local=True)
+    assert sizing == expected
+    assert sizing.cpus == 0 or actors * sizing.cpus <= cpus - 1
+
+
+def test_cluster_actors_reserve_what_is_asked() -> None:
+    assert actor_sizing(64, 8, None, local=False) == ActorSizing(1.0, 1)  # a cluster's default
+    assert actor_sizing(64, 8, 4.0, local=False) == ActorSizing(4.0, 4)  # the autoscaler finds room
+    assert actor_sizing(64, 8, 0.0, local=False) == ActorSizing(0.0, None)  # the runtime's own threads
 
 
 def test_one_cpu_is_refused_with_what_to_do() -> None:
     with pytest.raises(CommandError, match="--num-cpus"):
-        fit_actor_cpus(1, 1, 1.0)
+        actor_sizing(1, 1, 1.0, local=True)
+    assert actor_sizing(1, 1, None, local=True) == ActorSizing(0.0, 1)  # sharing works on one
 
 
 class _RayStarts:
