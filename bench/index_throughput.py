@@ -4,6 +4,8 @@ then ``tuwen load`` into a fresh local Milvus server) and through ``tuwen ingest
     .venv/bin/python bench/index_throughput.py                          # 5,000 JPEGs of 256 px
     .venv/bin/python bench/index_throughput.py --images 1000 --actors 1 2 --num-cpus 2 --modes warm
     .venv/bin/python bench/index_throughput.py --arch ViT-B-16 --precision int8 --embed-only
+    .venv/bin/python bench/index_throughput.py --arch ViT-B-16 --precision int8 --modes --no-ingest \
+        --tower-batches 1 4 8 16 32 --images 96
 
 Both sides use the same random ``--arch`` bundle, the same images (bench/ingest_throughput.py's synthetic
 scenes) and a Milvus 2.3.5 server in a fresh data directory, and each runs as the real CLI in a
@@ -129,15 +131,17 @@ def index_once(
     }
 
 
-def embed_only(bundle: Path, precision: str, images: int) -> dict[str, Any]:
-    """The image tower alone on ready pixels, every core, in the batches both paths use (the service's
-    TUWEN_MAX_BATCH_IMAGE): what neither path can beat on this CPU."""
+def embed_only(bundle: Path, precision: str, images: int, batch: int | None) -> dict[str, Any]:
+    """The image tower alone on ready pixels, every core, in batches of ``batch`` (None: the service's
+    TUWEN_MAX_BATCH_IMAGE, which both paths use): what neither path can beat on this CPU."""
     import numpy as np
 
     from service.config import Settings
     from service.indexing.model import Encoder, model_info
 
     settings = Settings(bundle=bundle, precision=precision, intra_op_threads=os.cpu_count())
+    if batch:
+        settings = settings.model_copy(update={"max_batch_image": batch})
     size, batch = model_info(settings).image_size, settings.max_batch_image
     encoder = Encoder(settings)
     pixels = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
@@ -170,8 +174,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--workdir", type=Path, help="bundle and images, reused between runs (default: a temp dir)"
     )
-    p.add_argument("--modes", nargs="+", choices=["cold", "warm"], default=["cold", "warm"], help="see above")
-    p.add_argument("--embed-only", action="store_true", help="also time the image tower alone")
+    p.add_argument(
+        "--modes",
+        nargs="*",
+        choices=["cold", "warm"],
+        default=["cold", "warm"],
+        help="see above (none: no index)",
+    )
+    p.add_argument(
+        "--embed-only", action="store_true", help="also time the image tower alone, in the service's batches"
+    )
+    p.add_argument("--tower-batches", type=int, nargs="*", default=[], help="... and in batches of these")
+    p.add_argument("--no-ingest", action="store_true", help="skip tuwen ingest")
     p.add_argument("--out", type=Path, help="JSON path (default: bench/results/index-<time>.json)")
     args = p.parse_args(argv)
 
@@ -199,22 +213,23 @@ def main(argv: list[str] | None = None) -> None:
                     f"  {row['path']}: {row['index_items_per_s']:.1f} images/s indexing, "
                     f"{row['items_per_s']:.1f} with the load ({row['load_method']}); shares {row['shares']}"
                 )
-    if args.embed_only:
-        rows.append(embed_only(bundle, args.precision, min(args.images, 1024)))
+    for batch in ([None] if args.embed_only else []) + args.tower_batches:
+        rows.append(embed_only(bundle, args.precision, min(args.images, 1024), batch))
         print(f"  {rows[-1]['path']}: {rows[-1]['items_per_s']:.1f} images/s")
-    with (
-        tempfile.TemporaryDirectory(prefix="tuwen-ingest-data-") as data,
-        serve(bundle, Path(data), env={"TUWEN_PRECISION": args.precision}) as service,
-    ):
-        ingest = ingest_once(service.url, folder, args.concurrency, workdir)
-    rows.append(
-        {"path": f"ingest --concurrency {args.concurrency}", "embedded": ingest["acknowledged"], **ingest}
-    )
-    print(f"  ingest: {ingest['items_per_s']:.1f} images/s")
-    for row in rows:  # the issue's measure: index (with its load) over ingest, same images and bundle
-        if "index_items_per_s" in row:
-            row["index_vs_ingest"] = round(row["index_items_per_s"] / ingest["items_per_s"], 2)
-            row["index_load_vs_ingest"] = round(row["index_load_items_per_s"] / ingest["items_per_s"], 2)
+    if not args.no_ingest:
+        with (
+            tempfile.TemporaryDirectory(prefix="tuwen-ingest-data-") as data,
+            serve(bundle, Path(data), env={"TUWEN_PRECISION": args.precision}) as service,
+        ):
+            ingest = ingest_once(service.url, folder, args.concurrency, workdir)
+        rows.append(
+            {"path": f"ingest --concurrency {args.concurrency}", "embedded": ingest["acknowledged"], **ingest}
+        )
+        print(f"  ingest: {ingest['items_per_s']:.1f} images/s")
+        for row in rows:  # the issue's measure: index (with its load) over ingest, same images and bundle
+            if "index_items_per_s" in row:
+                row["index_vs_ingest"] = round(row["index_items_per_s"] / ingest["items_per_s"], 2)
+                row["index_load_vs_ingest"] = round(row["index_load_items_per_s"] / ingest["items_per_s"], 2)
     result = {
         "bench": "index_throughput",
         "arch": args.arch,

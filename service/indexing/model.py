@@ -65,7 +65,7 @@ class Preprocessor:
 class Encoder:
     """The bundle's two towers, loaded and batched as the service loads and batches them (backend,
     precision, threads; at most ``max_batch_image`` images and ``max_batch_text`` texts per tower call:
-    on a CPU a ViT-B-16 runs ~20% more images/s in batches of 4–16 than of 32, docs/benchmarks.md)."""
+    on this repo's 2-core CPU a ViT-B-16 runs ~10% more images/s in batches of 16 than of 32, docs/benchmarks.md)."""
 
     def __init__(self, settings: Settings) -> None:
         from service.bundle import Bundle
