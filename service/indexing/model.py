@@ -63,9 +63,9 @@ class Preprocessor:
 
 
 class Encoder:
-    """The bundle's two towers, loaded and batched as the service loads and batches them (backend,
-    precision, threads; at most ``max_batch_image`` images and ``max_batch_text`` texts per tower call:
-    on this repo's 2-core CPU a ViT-B-16 runs ~10% more images/s in batches of 16 than of 32, docs/benchmarks.md)."""
+    """The bundle's two towers, loaded and batched as the service loads and batches them: backend,
+    precision, threads, and at most ``max_batch_image`` images / ``max_batch_text`` texts per tower call
+    (a CPU is faster in small batches: ViT-B-16 ~10% in 16s than in 32s on 2 cores, docs/benchmarks.md)."""
 
     def __init__(self, settings: Settings) -> None:
         from service.bundle import Bundle
