@@ -1,6 +1,6 @@
 """`tuwen index` / `tuwen load` end to end: a real local Ray (2 CPUs), a real exported tiny bundle on ONNX
-Runtime, real Milvus (Lite, and the 2.3.5 server once), a real app over HTTP, a real S3 server (moto's;
-Milvus keeps its data in it for the bulk import from s3://).
+Runtime, real Milvus (Lite; the 2.3.5 server, embedded and on S3 storage), a real app over HTTP, a real
+S3 server (moto's: thumbnails, and the server's data and import files for the bulk import from s3://).
 
 Every source kind is indexed and its vectors compared with what the running service's /embed returns
 for the same files; a run killed mid-way is resumed and loads each source id exactly once; broken inputs
