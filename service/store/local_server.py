@@ -27,6 +27,7 @@ from typing import Any
 from service.store.errors import StoreUnavailable
 
 _PID_FILE = "tuwen-milvus.pid"
+_SESSION_TTL_S = 10  # the server's session lease (Milvus' default: 30 s)
 
 
 class _ExitedWhileStarting(StoreUnavailable):
@@ -80,10 +81,14 @@ class LocalMilvusServer:
                     self._wait_healthy()
                     return self
                 except _ExitedWhileStarting:
-                    # Ports are probed, then released for the server to bind: another process can take
-                    # one in between. Fresh ports on the next attempt.
+                    # Two causes, both passing: ports are probed, then released for the server to bind
+                    # (another process can take one in between: fresh ports on the next attempt); and a
+                    # server that did not stop cleanly leaves its components' sessions in etcd until
+                    # their lease ends, and a new proxy that dials a stale one panics ("unknown service
+                    # milvus.proto.query.QueryCoord"). Waiting out the lease covers both.
                     if attempt == 2:
                         raise
+                    time.sleep(_SESSION_TTL_S + 1)
             return self
 
     def stop(self) -> None:
@@ -165,7 +170,7 @@ class LocalMilvusServer:
         text = milvus_yaml.read_text().replace("\netcd:\n", f"\netcd:\n  config:\n    path: {etcd_file}\n", 1)
         # A restart after a crash waits out the dead server's session lease (30 s by default), and a
         # graceful stop may take up to 30 minutes by default: both bounded for a single local server.
-        text = text.replace("    ttl: 30 #", "    ttl: 10 #", 1)
+        text = text.replace("    ttl: 30 #", f"    ttl: {_SESSION_TTL_S} #", 1)
         text = text.replace("gracefulStopTimeout: 1800 #", "gracefulStopTimeout: 5 #", 1)
         milvus_yaml.write_text(self._edit_config(text))
 

@@ -56,7 +56,7 @@ def test_milvus_outage_gives_503_then_recovers_and_items_survive_restarts(tmp_pa
             assert http.post("/embed", json={"texts": ["不需要数据库"]}).status_code == 200
 
             restart(server)
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180  # a bound, not a timing: a loaded CI machine recovers slowly
             while (r := http.post("/search", json={"text": "绿色", "top_k": 1})).status_code != 200:
                 assert time.monotonic() < deadline, r.text
                 time.sleep(0.5)
