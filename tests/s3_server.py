@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 from unittest import mock
+
+from tests.service.api_server import free_port
 
 # moto accepts any credentials; these are MinIO's defaults, which the Milvus server config also uses
 CREDENTIALS = {
@@ -21,13 +22,6 @@ CREDENTIALS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def s3_server(*buckets: str) -> Iterator[str]:
     """Yields the endpoint URL of a started server holding ``buckets``; the AWS credentials are in the
@@ -35,7 +29,7 @@ def s3_server(*buckets: str) -> Iterator[str]:
     import boto3
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
