@@ -72,9 +72,9 @@ def warm_cluster(num_cpus: int) -> Iterator[tuple[str, str]]:
             check=True,
             capture_output=True,
         )
-        server = LocalMilvusServer(Path(work) / "milvus").start()
+        server = LocalMilvusServer(Path(work) / "milvus")
         try:
-            yield "auto", server.uri
+            yield "auto", server.start().uri
         finally:
             server.stop()
             subprocess.run([ray, "stop", "--force"], check=False, capture_output=True)
