@@ -219,20 +219,19 @@ class VectorStore:
         with self._call(f"prepare collection {name}") as client:
             if client.has_collection(name, timeout=self.timeout_s):
                 self._check_existing(client, name, kind)
+                if not client.list_indexes(name, field_name="vector", timeout=self.timeout_s):
+                    # A collection without its vector index cannot load, and no later call could
+                    # repair it: someone dropped the index, or a restarted 2.3.5 server lost it (seen
+                    # once in CI: "index not found" on every load for minutes). Rebuilt from the rows.
+                    log.warning("collection %s has no vector index; building %s", name, self.index.index_type)
+                    client.create_index(name, self._index_params(client), timeout=max(self.timeout_s, 60.0))
             else:
-                index_params = client.prepare_index_params()
-                index_params.add_index(
-                    "vector",
-                    index_type=self.index.index_type,
-                    metric_type=self.index.metric_type,
-                    params=self.index.build_params,
-                )
                 client.create_collection(
                     name,
                     schema=build_schema(
                         self.model, kind, self.dim, tenant_partition_key=self._use_partition_key(client)
                     ),
-                    index_params=index_params,
+                    index_params=self._index_params(client),
                     consistency_level=self.consistency_level,
                     timeout=self.timeout_s,
                 )
@@ -249,6 +248,16 @@ class VectorStore:
             )
         self._ready.add(kind)
         return name
+
+    def _index_params(self, client: MilvusClient) -> Any:
+        params = client.prepare_index_params()
+        params.add_index(
+            "vector",
+            index_type=self.index.index_type,
+            metric_type=self.index.metric_type,
+            params=self.index.build_params,
+        )
+        return params
 
     def _use_partition_key(self, client: MilvusClient) -> bool:
         """Milvus 2.3 routes upserts to another partition than inserts when the tenant is a partition key:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from pymilvus import MilvusClient
 
 from service.store import Filter, InvalidItem, Item, SchemaMismatch, StoreUnavailable, VectorStore
 from service.store.local_server import LocalMilvusServer
@@ -209,6 +210,25 @@ def test_writes_survive_a_restart_and_other_dims_are_refused(
     with pytest.raises(SchemaMismatch, match="dim"):
         other_space.ensure_collections()
     other_space.close()
+
+
+def test_a_collection_that_lost_its_vector_index_gets_it_back(uri: str, tenant: str) -> None:
+    """Dropped by hand, or lost by a restarted server (seen once in CI): without its index a collection
+    cannot load, so the next store builds it again rather than failing every call."""
+    first = VectorStore(uri, model="Lost-Index", dim=DIM, timeout_s=10)
+    first.upsert("image", [Item("kept", unit(3), tenant, {"n": 3})])
+    raw = MilvusClient(uri=first.live_uri)
+    name = first.collections["image"]
+    raw.release_collection(name)
+    raw.drop_index(name, raw.list_indexes(name, field_name="vector")[0])
+    assert raw.list_indexes(name, field_name="vector") == []
+    raw.close()
+    first.close()
+
+    again = VectorStore(uri, model="Lost-Index", dim=DIM, timeout_s=10)
+    [hits] = again.search("image", [unit(3)], top_k=1, tenant=tenant)
+    assert ids(hits) == ["kept"] and hits[0].metadata == {"n": 3}
+    again.close()
 
 
 @pytest.mark.slow
