@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from tests.training.gloo import join_group, run_ranks
 from training.loss import clip_loss
 from training.models import build_model
 
@@ -38,7 +38,7 @@ def _loss_and_grads(model, images, ids, **loss_args) -> tuple[float, dict[str, t
 
 
 def _worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    join_group(rank, world_size, init_file)
     torch.set_num_threads(1)
     images, ids = _batch()
     shard = slice(rank * GLOBAL_BATCH // world_size, (rank + 1) * GLOBAL_BATCH // world_size)
@@ -56,7 +56,7 @@ def _worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
 @pytest.mark.slow
 def test_two_processes_equal_one_process_on_the_concatenated_batch(tmp_path):
     out_file = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    run_ranks(_worker, str(tmp_path / "init"), str(out_file))
     distributed = torch.load(out_file)
 
     images, ids = _batch()

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
+from tests.training.gloo import join_group, run_ranks
 from training.loss import align_loss, teacher_mse_loss
 from training.models import build_model
 from training.stages import student_features, teacher_features
@@ -61,7 +61,7 @@ def _teacher_step(student, teacher, bert_ids, xlmr_ids) -> tuple[float, dict[str
 
 
 def _worker(rank: int, world_size: int, init_file: str, out_file: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    join_group(rank, world_size, init_file)
     torch.set_num_threads(1)
     images, bert_ids, xlmr_ids = _images_and_ids()
     shard = slice(rank * GLOBAL_BATCH // world_size, (rank + 1) * GLOBAL_BATCH // world_size)
@@ -98,7 +98,7 @@ def _assert_equal(distributed, single) -> None:
 @pytest.mark.slow
 def test_two_processes_equal_one_process_for_align_and_teacher_learning(tmp_path):
     out_file = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out_file)), nprocs=2, join=True)
+    run_ranks(_worker, str(tmp_path / "init"), str(out_file))
     distributed = torch.load(out_file)
 
     images, bert_ids, xlmr_ids = _images_and_ids()
