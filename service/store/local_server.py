@@ -7,12 +7,19 @@ can stop and start.
 
 One server per data directory: a pid file in the directory records the running server so that a server
 orphaned by a hard-killed app is found and stopped before a new one opens the same files.
+
+A server keeps its ports across restarts (recorded in the data directory). Its components find each other
+through sessions in its etcd, which outlive an unclean stop by the session lease: a restart on new ports
+left its proxy dialling the old addresses, which by then another server on the machine had taken (CI:
+"collection not found", "index not found" and "unknown service" from the wrong server, for minutes).
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
+import logging
 import os
 import signal
 import socket
@@ -21,13 +28,33 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from service.store.errors import StoreUnavailable
 
+log = logging.getLogger(__name__)
+
 _PID_FILE = "tuwen-milvus.pid"
+_PORTS_FILE = "tuwen-ports.json"  # under configs/
 _SESSION_TTL_S = 10  # the server's session lease (Milvus' default: 30 s)
+# Every port the server listens on, and where a free one is first looked for (the package's defaults;
+# metrics serves /healthz; etcd's peer port moves off etcd's 2380 so that two servers can run).
+PORT_DEFAULTS = {
+    "proxy_port": 19530,
+    "proxy_internal_port": 19529,
+    "etcd_port": 2379,
+    "etcd_peer_port": 23800,
+    "root_coord_port": 53100,
+    "query_coord_port": 19531,
+    "query_node_port": 21123,
+    "index_coord_port": 22930,
+    "index_node_port": 21121,
+    "data_coord_port": 13333,
+    "data_node_port": 21124,
+    "metrics_port": 9091,
+}
 
 
 class _ExitedWhileStarting(StoreUnavailable):
@@ -37,7 +64,8 @@ class _ExitedWhileStarting(StoreUnavailable):
 class LocalMilvusServer:
     """Start/stop one Milvus server process whose data lives under ``data_dir``.
 
-    ``port`` is the gRPC port clients use (``uri``); ``None`` picks a free one from 19530 upwards.
+    ``port`` is the gRPC port clients use (``uri``); ``ports`` fixes any of ``PORT_DEFAULTS``'s. A port not
+    fixed is the one this data directory's server used last, or else a free one from its default upwards.
     Data survives ``stop()``/``start()``: the server replays its write-ahead log on start.
     """
 
@@ -46,11 +74,15 @@ class LocalMilvusServer:
         data_dir: str | Path,
         *,
         port: int | None = None,
+        ports: Mapping[str, int] | None = None,
         start_timeout_s: float = 90.0,
         stop_timeout_s: float = 8.0,
     ):
+        unknown = set(ports or {}) - set(PORT_DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown Milvus server ports {sorted(unknown)}; known: {sorted(PORT_DEFAULTS)}")
         self.data_dir = Path(data_dir).resolve()
-        self.requested_port = port
+        self.fixed_ports = dict(ports or {}) | ({"proxy_port": port} if port is not None else {})
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self.port: int | None = None
@@ -113,22 +145,19 @@ class LocalMilvusServer:
         from milvus import MilvusServerConfig, _initialize_data_files
 
         config = MilvusServerConfig(data_dir=str(self.data_dir))
-        config.resolve()  # picks free ports (from each default upwards) and writes configs/milvus.yaml
-        if self.requested_port is not None:
-            # Set after resolve(): its probe binds without SO_REUSEADDR and fails on a port in TIME_WAIT
-            # after a restart, while the server's own listener binds fine.
-            config.configurable_items["proxy_port"][1] = self.requested_port
-            config.write_config()
-        self._configure_etcd(config)
+        config.resolve()  # makes the data directories and writes configs/milvus.yaml; ports follow
+        ports = self._choose_ports()
+        for key, port in ports.items():
+            if key in config.configurable_items:
+                config.configurable_items[key][1] = port
+        config.write_config()
+        self._configure_etcd(config, ports["etcd_peer_port"])
         _initialize_data_files(str(self.data_dir))
-        self.port = int(config.get("proxy_port"))
-        health_port, sock = config.resolve_port(9091)
-        sock.close()
-        self.health_port = health_port
+        self.port, self.health_port = ports["proxy_port"], ports["metrics_port"]
         binary = self.data_dir / "bin" / "milvus"
         env = os.environ | {
             "DEPLOY_MODE": "STANDALONE",
-            "METRICS_PORT": str(health_port),
+            "METRICS_PORT": str(self.health_port),
             "MILVUS_RUN_DIR": str(self.data_dir / "run"),
             "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}",
         }
@@ -146,16 +175,49 @@ class LocalMilvusServer:
         (self.data_dir / _PID_FILE).write_text(str(proc.pid))
         return proc
 
-    def _configure_etcd(self, config: Any) -> None:
+    def _choose_ports(self) -> dict[str, int]:
+        """Fixed ports, else last time's (while free), else free ones; recorded for the next start.
+
+        Free means bindable with SO_REUSEADDR, as the server's listeners bind: a port in TIME_WAIT after a
+        stop is free (the package's own probe binds without it and would move every port on a restart).
+        """
+        record = self.data_dir / "configs" / _PORTS_FILE
+        try:
+            last = {k: int(v) for k, v in json.loads(record.read_text()).items() if k in PORT_DEFAULTS}
+        except (FileNotFoundError, ValueError, AttributeError):
+            last = {}
+        legacy = self.data_dir / "configs" / "tuwen-etcd-peer-port"  # before the record: etcd's peer only
+        if "etcd_peer_port" not in last and legacy.exists():
+            last["etcd_peer_port"] = int(legacy.read_text())
+        for key, port in self.fixed_ports.items():
+            if not _port_free(port):
+                raise StoreUnavailable(
+                    f"port {port} ({key} of the local Milvus server) is in use by another process; stop "
+                    f"that process or choose another port"
+                )
+        ports = dict(self.fixed_ports)
+        moved = []
+        for key, default in PORT_DEFAULTS.items():
+            if key in ports:
+                continue
+            if key in last and last[key] not in ports.values() and _port_free(last[key]):
+                ports[key] = last[key]
+                continue
+            if key in last:
+                moved.append(f"{key} {last[key]}")
+            port = default
+            while port in ports.values() or not _port_free(port):
+                port += 1
+            ports[key] = port
+        if moved:
+            log.warning("the local Milvus server's ports were taken, so they move: %s", ", ".join(moved))
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps(ports, indent=1))
+        return ports
+
+    def _configure_etcd(self, config: Any, peer: int) -> None:
         """Give the embedded etcd its own peer port: the package leaves it at 2380, so a second server on
-        the machine (tests beside a running app) would fail to start. Kept per data directory, because
-        etcd remembers its peer address."""
-        port_file = self.data_dir / "configs" / "tuwen-etcd-peer-port"
-        peer = int(port_file.read_text()) if port_file.exists() else None
-        if peer is None or not _port_free(peer):
-            peer, sock = config.resolve_port(23800)
-            sock.close()
-            port_file.write_text(str(peer))
+        the machine (tests beside a running app) would fail to start."""
         client = int(config.get("etcd_port"))
         etcd_file = self.data_dir / "configs" / "etcd.yaml"
         etcd_file.write_text(
@@ -194,6 +256,12 @@ class LocalMilvusServer:
                 # /healthz can answer OK a moment before the proxy serves gRPC (a first call then fails
                 # with "unknown service milvus.proto.milvus.MilvusService"): healthy means both.
                 if b"OK" in resp.read() and self._answers_grpc():
+                    if _listens_on(self._proc.pid, self.port or 0) is False:
+                        # Another server took the port between our check and our bind: never let
+                        # clients talk to it. A next try finds the port taken and says so.
+                        self._proc.kill()
+                        self._proc.wait()
+                        raise _ExitedWhileStarting(f"another process answers on port {self.port}")
                     return
             time.sleep(0.2)
         raise StoreUnavailable(
@@ -246,3 +314,23 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def _listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds the listening TCP socket on ``port``; None where /proc cannot tell."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                return True
+    return False
