@@ -220,9 +220,8 @@ class VectorStore:
             if client.has_collection(name, timeout=self.timeout_s):
                 self._check_existing(client, name, kind)
                 if not client.list_indexes(name, field_name="vector", timeout=self.timeout_s):
-                    # A collection without its vector index cannot load, and no later call could
-                    # repair it: someone dropped the index, or a restarted 2.3.5 server lost it (seen
-                    # once in CI: "index not found" on every load for minutes). Rebuilt from the rows.
+                    # A collection without its vector index cannot load ("index not found" on every
+                    # call, which no retry repairs): someone dropped it (Attu, a script). Rebuilt.
                     log.warning("collection %s has no vector index; building %s", name, self.index.index_type)
                     client.create_index(name, self._index_params(client), timeout=max(self.timeout_s, 60.0))
             else:

@@ -213,8 +213,8 @@ def test_writes_survive_a_restart_and_other_dims_are_refused(
 
 
 def test_a_collection_that_lost_its_vector_index_gets_it_back(uri: str, tenant: str) -> None:
-    """Dropped by hand, or lost by a restarted server (seen once in CI): without its index a collection
-    cannot load, so the next store builds it again rather than failing every call."""
+    """Dropped by hand: without its index a collection cannot load, so the next store builds it again
+    rather than failing every call."""
     first = VectorStore(uri, model="Lost-Index", dim=DIM, timeout_s=10)
     first.upsert("image", [Item("kept", unit(3), tenant, {"n": 3})])
     raw = MilvusClient(uri=first.live_uri)
