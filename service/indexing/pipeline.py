@@ -24,6 +24,8 @@ from service.indexing.shards import OutputDir, ShardResult, arrow_schema, failur
 from service.indexing.sources import Row, read_bytes
 
 _preprocessors: dict[str, Preprocessor] = {}
+# What ray.init raises when a local node's process did not come up in time (gcs_server, raylet).
+_RAY_START_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
 
 
 @dataclass(frozen=True)
@@ -94,9 +96,10 @@ def init_ray(options: RayOptions) -> Any:
                     ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
                     break
                 except Exception as exc:
-                    # A busy machine: Ray gives its raylet a fixed 30 s to register, then raises a bare
-                    # Exception and leaves a half-started node behind. Shut that down and start again.
-                    if "timed out during startup" not in str(exc) or attempt == 2:
+                    # A busy machine: Ray gives its GCS server and its raylet a fixed 30 s each to come
+                    # up, then raises a bare Exception (or RuntimeError) and leaves a half-started node
+                    # behind. Shut that down and start again.
+                    if not any(m in str(exc) for m in _RAY_START_TIMEOUTS) or attempt == 2:
                         raise
                     ray.shutdown()
     from ray.data import DataContext

@@ -63,10 +63,19 @@ def _patched(monkeypatch: pytest.MonkeyPatch, starts: _RayStarts) -> None:
     monkeypatch.setattr(ray, "shutdown", starts.shutdown)
 
 
-def test_a_local_ray_start_that_times_out_is_shut_down_and_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "message",
+    [
+        "The current node timed out during startup.",  # the raylet
+        "Timed out waiting for file /tmp/ray/session_x/gcs_server_port_abc",  # the GCS server (CI)
+    ],
+)
+def test_a_local_ray_start_that_times_out_is_shut_down_and_retried(
+    monkeypatch: pytest.MonkeyPatch, message: str
+) -> None:
     from service.indexing.pipeline import RayOptions, init_ray
 
-    starts = _RayStarts(failures=2)
+    starts = _RayStarts(failures=2, message=message)
     _patched(monkeypatch, starts)
     init_ray(RayOptions(num_cpus=2))
     assert (starts.inits, starts.shutdowns) == (3, 2)
