@@ -190,7 +190,7 @@ class LocalMilvusServer:
         if "etcd_peer_port" not in last and legacy.exists():
             last["etcd_peer_port"] = int(legacy.read_text())
         for key, port in self.fixed_ports.items():
-            if not _port_free(port):
+            if not port_free(port):
                 raise StoreUnavailable(
                     f"port {port} ({key} of the local Milvus server) is in use by another process; stop "
                     f"that process or choose another port"
@@ -200,13 +200,13 @@ class LocalMilvusServer:
         for key, default in PORT_DEFAULTS.items():
             if key in ports:
                 continue
-            if key in last and last[key] not in ports.values() and _port_free(last[key]):
+            if key in last and last[key] not in ports.values() and port_free(last[key]):
                 ports[key] = last[key]
                 continue
             if key in last:
                 moved.append(f"{key} {last[key]}")
             port = default
-            while port in ports.values() or not _port_free(port):
+            while port in ports.values() or not port_free(port):
                 port += 1
             ports[key] = port
         if moved:
@@ -306,7 +306,8 @@ class LocalMilvusServer:
         pid_file.unlink(missing_ok=True)
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether a listener could bind ``port`` on loopback now (with SO_REUSEADDR, as Milvus's do)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
