@@ -1,178 +1,37 @@
 """`tuwen index` / `tuwen load` end to end: a real local Ray (2 CPUs), a real exported tiny bundle on ONNX
-Runtime, real Milvus (Lite; the 2.3.5 server, embedded and on S3 storage), a real app over HTTP, a real
-S3 server (moto's: thumbnails, and the server's data and import files for the bulk import from s3://).
+Runtime, real Milvus (Lite), a real app over HTTP, a real S3 server (moto's, for thumbnails).
 
 Every source kind is indexed and its vectors compared with what the running service's /embed returns
-for the same files; a run killed mid-way is resumed and loads each source id exactly once; broken inputs
-end up in the report with their reason while the rest loads.
+for the same files; loaded shards are searchable with their thumbnails in S3; broken inputs end up in the
+report with their reason while the rest loads. (Resuming a killed run, and bulk import into the 2.3.5
+server: test_index_load.py.)
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import os
-import signal
-import subprocess
-import sys
-import tarfile
-import time
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageDraw
 
 from service.cli import main
-from tests.s3_server import object_keys, s3_server
+from tests.s3_server import s3_server
 from tests.service.api_server import client, serve, settings_for, tiny_bundle
+from tests.service.corpora import (
+    index,
+    make_cnclip,
+    make_folder,
+    make_lmdb,
+    make_manifest,
+    make_webdataset,
+    picture,
+    shard_rows,
+)
 
-pytestmark = pytest.mark.slow
-ray = pytest.importorskip("ray", reason="tuwen index needs the `index` extra (Ray Data)")
-
-ROOT = Path(__file__).resolve().parents[2]
-RAY = ["--num-cpus", "2", "--no-progress"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray() -> Iterator[None]:
-    yield
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in [k for k in os.environ if k.startswith("TUWEN_")]:
-        monkeypatch.delenv(name)
-
-
-def picture(i: int, size: tuple[int, int] = (96, 80), fmt: str = "PNG") -> bytes:
-    """A distinct little picture per i (colour, shape and position vary), PNG or JPEG."""
-    rng = np.random.default_rng(i)
-    img = Image.new("RGB", size, tuple(int(c) for c in rng.integers(0, 255, 3)))
-    draw = ImageDraw.Draw(img)
-    for _ in range(3):
-        x, y = int(rng.integers(0, size[0] // 2)), int(rng.integers(0, size[1] // 2))
-        box = (x, y, x + size[0] // 3, y + size[1] // 3)
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(
-            box, fill=tuple(int(c) for c in rng.integers(0, 255, 3))
-        )
-    out = io.BytesIO()
-    img.save(out, format=fmt)
-    return out.getvalue()
-
-
-def image_for(i: int) -> bytes:
-    # every fourth a large JPEG: the service decodes those at a reduced DCT scale, so must the indexer
-    return picture(i, (640, 480), "JPEG") if i % 4 == 0 else picture(i)
-
-
-def index(source: Path, out: Path, *extra: str) -> int:
-    return main(["index", str(source), "--bundle", str(tiny_bundle()), "--out", str(out), *RAY, *extra])
-
-
-def shard_rows(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    rows = [r for p in sorted(out.glob("shard-*.parquet")) for r in pq.read_table(p).to_pylist()]
-    keyed = {(r["kind"], r["id"]): r for r in rows}
-    assert len(keyed) == len(rows), "an item was written twice"
-    return keyed
-
-
-# -- sources --------------------------------------------------------------------------------------------
-
-
-def make_folder(root: Path, n: int) -> tuple[dict[str, bytes], dict[str, str]]:
-    images = {
-        f"{'nested/deeper/' if i % 3 == 0 else ''}img{i:03d}.{'jpg' if i % 4 == 0 else 'png'}": image_for(i)
-        for i in range(n)
-    }
-    for rel, data in images.items():
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data)
-    captions = {f"cap{i}": f"第{i}张图：红色的圆形和方块" for i in range(10)}
-    return images, captions
-
-
-def make_cnclip(root: Path, n: int) -> tuple[dict[str, bytes], dict[str, str]]:
-    root.mkdir(parents=True)
-    images = {str(1000 + i): image_for(100 + i) for i in range(n)}
-    (root / "valid_imgs.tsv").write_text(
-        "".join(f"{k}\t{base64.urlsafe_b64encode(v).decode()}\n" for k, v in images.items())
-    )
-    texts = {str(i): f"一张图片{i}" for i in range(n // 2)}
-    lines = [
-        json.dumps({"text_id": int(k), "text": t, "image_ids": [1000 + int(k)]}, ensure_ascii=False)
-        for k, t in texts.items()
-    ]
-    (root / "valid_texts.jsonl").write_text("\n".join(lines) + "\n")
-    return images, texts
-
-
-def make_lmdb(root: Path, n: int) -> dict[str, bytes]:
-    import lmdb
-
-    images = {str(2000 + i): image_for(200 + i) for i in range(n)}
-    (root / "lmdb" / "test").mkdir(parents=True)
-    with (
-        lmdb.open(str(root / "lmdb" / "test" / "imgs"), map_size=1 << 26) as env,
-        env.begin(write=True) as txn,
-    ):
-        for key, data in images.items():
-            txn.put(key.encode(), base64.urlsafe_b64encode(data))
-        txn.put(b"num_images", str(n).encode())
-    return images
-
-
-def make_webdataset(root: Path, n: int) -> tuple[dict[str, bytes], dict[str, str]]:
-    root.mkdir(parents=True)
-    images, captions = {}, {}
-    for shard in range(2):
-        with tarfile.open(root / f"{shard:05d}.tar", "w") as tar:
-            for j in range(n // 2):
-                key = f"{shard:05d}{j:04d}"
-                images[key] = image_for(300 + len(images))
-                captions[key] = f"样本{key}的说明"
-                members = {
-                    f"{key}.jpg": images[key],
-                    f"{key}.json": json.dumps({"source": "wds", "n": j}).encode(),
-                    f"{key}.txt": captions[key].encode(),
-                }
-                for name, data in members.items():
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
-    return images, captions
-
-
-def make_manifest(root: Path, n: int, fmt: str) -> tuple[dict[str, bytes], dict[str, str]]:
-    (root / "files").mkdir(parents=True)
-    images, captions, rows = {}, {}, []
-    for i in range(n):
-        item = f"m/{i}"
-        images[item] = image_for(400 + i)
-        (root / "files" / f"{i}.png").write_bytes(images[item])
-        captions[item] = f"清单{i}"
-        rows.append({"id": item, "image": f"files/{i}.png", "caption": captions[item], "metadata": {"i": i}})
-    if fmt == "parquet":
-        import pyarrow as pa
-
-        for r in rows:
-            r["metadata"] = json.dumps(r["metadata"])
-        pq.write_table(pa.Table.from_pylist(rows), root / "manifest.parquet")
-    else:
-        (root / "manifest.jsonl").write_text(
-            "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n"
-        )
-    return images, captions
-
-
-# -- tests ----------------------------------------------------------------------------------------------
+pytest.importorskip("ray", reason="tuwen index needs the `index` extra (Ray Data)")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray", "clean_env")]
 
 
 def test_every_source_kind_gives_the_services_embeddings(
@@ -305,82 +164,6 @@ def test_loaded_shards_are_searchable_with_thumbnails_in_s3(
             assert http.get("/thumbnails", params={"id": gone}).status_code == 404
 
 
-def test_killed_mid_run_resumes_without_losing_or_duplicating(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    source = tmp_path / "photos"
-    images, _ = make_folder(source, 160)
-    out = tmp_path / "out"
-    command = [
-        sys.executable,
-        "-m",
-        "service.cli",
-        "index",
-        str(source),
-        "--bundle",
-        str(tiny_bundle()),
-        "--out",
-        str(out),
-        "--shard-size",
-        "10",
-        *RAY,
-    ]
-    process = subprocess.Popen(
-        command, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 180  # Ray starts slowly on a busy machine
-        while not (out / "_done.json").exists() or len(json.loads((out / "_done.json").read_text())) < 3:
-            assert process.poll() is None, "the indexer exited before it could be killed"
-            assert time.monotonic() < deadline, "no shard finished in time"
-            time.sleep(0.05)
-    finally:
-        os.killpg(process.pid, signal.SIGKILL)  # the indexer and the local Ray it started
-        process.wait()
-    done = len(json.loads((out / "_done.json").read_text()))
-    assert 3 <= done < 16, f"killed too late to test a resume ({done} of 16 shards done)"
-
-    # The embedded local server (the default store): the partial index goes in by Milvus import tasks
-    # (empty collections), the rest by upserts after the resumed run; the import's ids are not loaded twice.
-    monkeypatch.delenv("TUWEN_MILVUS_URI", raising=False)
-    monkeypatch.setenv("TUWEN_DATA_DIR", str(tmp_path / "data"))
-    dim = json.loads((out / "plan.json").read_text())["dim"]
-    rows_per_task = done * 10 // 2 + 1  # two import tasks (each costs seconds of server time)
-    monkeypatch.setattr("service.indexing.load.IMPORT_FILE_BYTES", rows_per_task * (4 * dim + 256))
-    monkeypatch.setattr("service.indexing.load.IMPORT_MIN_ROWS", 1)  # auto imports even these few
-    assert main(["load", str(out), "--no-progress"]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert (summary["load_method"], summary["loaded"]) == ("import", done * 10)
-    assert len(list((out / "_import").rglob("*.parquet"))) == 2
-    assert index(source, out, "--shard-size", "10", "--load") == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["skipped_shards"] == done and summary["read"] == summary["loaded"] == len(images)
-    assert summary["load_method"] == "upsert"
-    assert {"decode", "embed", "write", "index_wall", "load"} <= set(summary["seconds"])
-    assert all(summary["seconds"][k] > 0 for k in ("decode", "embed", "index_wall", "load"))  # accounted
-
-    from pymilvus import MilvusClient
-
-    from service.store.local_server import LocalMilvusServer
-
-    server = LocalMilvusServer(tmp_path / "data" / "milvus").start()
-    milvus = MilvusClient(server.uri)
-    try:
-        (name,) = [n for n in milvus.list_collections() if n.endswith("_image")]
-        milvus.load_collection(name)
-        pks = [
-            r["pk"]
-            for r in milvus.query(
-                name, filter='pk != ""', output_fields=["pk"], limit=10_000, consistency_level="Strong"
-            )
-        ]
-    finally:
-        milvus.close()
-        server.stop()
-    assert sorted(pks) == sorted(f"default/{k}" for k in images)  # each source id, exactly once
-    assert len(shard_rows(out)) == len(images)
-
-
 def huge_png() -> bytes:
     """A valid PNG header claiming 50000×50000 pixels (the pixel check refuses it before any decoding)."""
     data = bytearray(picture(0))
@@ -441,69 +224,3 @@ def test_bad_inputs_are_reported_and_the_rest_is_loaded(
     assert (
         rows[("text", "fine")]["text"] == "一只猫"
     )  # the first of a duplicated id wins, the second is reported
-
-
-def test_bulk_import_from_s3_then_upserts_on_the_real_milvus_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The Compose/Helm set-up: a Milvus server keeping its data in an S3 bucket (moto's server standing
-    in for MinIO), the import files uploaded next to it and read by Milvus's own S3 client."""
-    from pymilvus import MilvusClient
-
-    from tests.milvus_server import milvus_server
-
-    source = tmp_path / "cn"
-    images, texts = make_cnclip(source, 20)
-    out = tmp_path / "out"
-    assert index(source, out, "--split", "valid", "--shard-size", "8") == 0
-    rows = shard_rows(out)
-    expected = {"image": sorted(f"acme/{k}" for k in images), "text": sorted(f"acme/{k}" for k in texts)}
-
-    def stored(uri: str) -> dict[str, list[str]]:
-        milvus = MilvusClient(uri)
-        try:
-            found = {}
-            for name in milvus.list_collections():
-                got = milvus.query(
-                    name,
-                    filter='tenant == "acme"',
-                    output_fields=["pk", "vector"],
-                    limit=1000,
-                    consistency_level="Strong",
-                )
-                kind = name.rsplit("_", 1)[1]
-                for r in got:  # the exact vectors of the shards
-                    assert (
-                        np.float32(r["vector"]).tolist() == rows[(kind, r["pk"].split("/", 1)[1])]["vector"]
-                    )
-                found[kind] = sorted(r["pk"] for r in got)
-            return found
-        finally:
-            milvus.close()
-
-    with (
-        s3_server("milvus-bucket") as endpoint,
-        milvus_server(tmp_path / "milvus", endpoint, "milvus-bucket") as server,
-    ):
-        monkeypatch.setenv("TUWEN_MILVUS_URI", server.uri)
-        monkeypatch.setenv("TUWEN_DATA_DIR", str(tmp_path / "data"))
-        monkeypatch.setenv("TUWEN_S3_ENDPOINT_URL", endpoint)
-        # Milvus import tasks, reading the rewritten shards from its own bucket
-        load = ["load", str(out), "--tenant", "acme", "--no-progress"]
-        to_s3 = ["--method", "import", "--import-to", "s3://milvus-bucket/tuwen-import"]
-        assert main([*load, *to_s3]) == 0
-        files = object_keys(endpoint, "milvus-bucket", "tuwen-import/")
-        # named by kind and run, never by the tenant (user input: a tenant may be "..")
-        assert files and {f.split("/")[1] for f in files} == {"image", "text"}
-        assert all(f.endswith(".parquet") for f in files)
-        assert object_keys(endpoint, "milvus-bucket", "files/insert_log/")  # Milvus's data is there too
-        assert json.loads((out / "summary.json").read_text())["loaded"] == len(rows)
-        assert stored(server.uri) == expected
-        assert main([*load, *to_s3]) == 2  # would duplicate: refused
-        assert "would duplicate ids" in capsys.readouterr().err
-        assert main(load) == 0  # auto: the collections are not empty, and the import recorded its shards
-        assert f"loaded {len(rows)} by upsert" in capsys.readouterr().out
-        for _ in range(2):  # upserts over imported rows, twice: still each id once
-            next(out.glob("_loaded-*.json")).unlink()
-            assert main(load) == 0
-        assert stored(server.uri) == expected

@@ -1,6 +1,6 @@
 """How `tuwen load --method auto` picks between Milvus import tasks and upserts (a unit: the store is a
 stand-in that only answers the deployment and the row counts; the import and upsert paths themselves run
-against real Milvus servers in tests/service/test_index.py)."""
+against real Milvus servers in tests/service/test_index_load.py)."""
 
 from __future__ import annotations
 
