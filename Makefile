@@ -28,7 +28,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # Three workers, whole files each (module-scoped Milvus servers and exports stay shared within a file):
-# much of the suite waits on servers and subprocesses rather than computing.
+# much of the suite waits on servers and subprocesses rather than computing. Files with slow tests are
+# handed out first (tests/conftest.py), so that no worker finishes a long file alone at the end.
 test: lint browser-deps
 	$(BIN)/python -m pytest -q -n 3 --dist loadfile
 
