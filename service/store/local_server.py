@@ -114,10 +114,11 @@ class LocalMilvusServer:
                     return self
                 except _ExitedWhileStarting:
                     # Two causes, both passing: ports are probed, then released for the server to bind
-                    # (another process can take one in between: fresh ports on the next attempt); and a
+                    # (another process can take one in between: it moves on the next attempt); and a
                     # server that did not stop cleanly leaves its components' sessions in etcd until
-                    # their lease ends, and a new proxy that dials a stale one panics ("unknown service
-                    # milvus.proto.query.QueryCoord"). Waiting out the lease covers both.
+                    # their lease ends, and a new proxy that dials one before its component is back
+                    # panics ("unknown service milvus.proto.query.QueryCoord"). Waiting out the lease
+                    # covers both.
                     if attempt == 2:
                         raise
                     time.sleep(_SESSION_TTL_S + 1)
