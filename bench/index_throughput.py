@@ -20,8 +20,8 @@ subprocess. Ingest is timed against a running service (its start-up is not count
 
 Index items/s counts embedded images over the index step alone and over index + load (which ends with
 every row indexed; ingest ends at the last acknowledged upsert). ``--embed-only`` adds the tower's own
-images/s on pre-processed batches, the ceiling of either path on a CPU-bound model. Prints a table and
-saves JSON under ``bench/results/``. Asserts nothing.
+images/s on resized batches (normalised per call), the ceiling of either path on a CPU-bound model. Prints
+a table and saves JSON under ``bench/results/``. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -132,8 +132,9 @@ def index_once(
 
 
 def embed_only(bundle: Path, precision: str, images: int, batch: int | None) -> dict[str, Any]:
-    """The image tower alone on ready pixels, every core, in batches of ``batch`` (None: the service's
-    TUWEN_MAX_BATCH_IMAGE, which both paths use): what neither path can beat on this CPU."""
+    """The image tower alone on resized pixels (normalised here, as in both paths), every core, in batches
+    of ``batch`` (None: the service's TUWEN_MAX_BATCH_IMAGE, which both paths use): what neither path can
+    beat on this CPU."""
     import numpy as np
 
     from service.config import Settings
@@ -144,7 +145,7 @@ def embed_only(bundle: Path, precision: str, images: int, batch: int | None) -> 
         settings = settings.model_copy(update={"max_batch_image": batch})
     size, batch = model_info(settings).image_size, settings.max_batch_image
     encoder = Encoder(settings)
-    pixels = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    pixels = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), dtype=np.uint8)
     encoder.images(pixels)  # warm-up
     calls = max(1, images // batch)
     started = time.perf_counter()

@@ -26,8 +26,11 @@ MEDIA_TYPE = "image/jpeg"
 
 def render_thumbnail(image: Image.Image, size: int) -> bytes:
     """A JPEG of ``image`` shrunk to fit ``size``×``size`` (CPU work: keep it off the event loop)."""
-    thumb = image.convert("RGB")
-    thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
+    if image.mode == "RGB" and max(image.size) <= size:
+        thumb = image  # already fits: encode it as it is rather than copy it for thumbnail()'s in-place work
+    else:
+        thumb = image.convert("RGB")
+        thumb.thumbnail((size, size), Image.Resampling.BICUBIC)
     out = io.BytesIO()
     thumb.save(out, format="JPEG", quality=85)
     return out.getvalue()

@@ -100,6 +100,16 @@ def test_build_engines_runs_on_the_service_alone() -> None:
     assert _forbidden(modules, allowed=EXPORT_REGISTRAR) == []
 
 
+def test_settings_and_the_indexers_ray_tasks_import_no_pymilvus() -> None:
+    """Every Ray worker of `tuwen index` and every `tuwen` command imports Settings; pymilvus (~0.4 s)
+    is for the store alone."""
+    modules = _modules_after("import service.config, service.indexing.pipeline, service.store")
+    assert "service.indexing.pipeline" in modules
+    assert [m for m in modules if m.split(".")[0] == "pymilvus"] == []
+    loaded = _modules_after("from service.store import VectorStore")
+    assert "pymilvus" in loaded and "service.store.milvus" in loaded
+
+
 # The runtime images install the service without training/, while the project's metadata still declares
 # training's entry points; blocking the package here is what its absence looks like to the import system.
 WITHOUT_TRAINING = """

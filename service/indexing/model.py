@@ -41,7 +41,8 @@ def decode_min_side(settings: Settings, image_size: int) -> int:
 
 
 class Preprocessor:
-    """Image bytes → (pixels float32 [3, S, S], thumbnail JPEG); raises ImageError like the service."""
+    """Image bytes → (pixels uint8 [S, S, 3] before normalisation, thumbnail JPEG); raises ImageError like
+    the service. ``Encoder.images`` normalises: uint8 is a quarter of the bytes to ship between them."""
 
     def __init__(self, settings: Settings) -> None:
         from service.bundle import Bundle
@@ -51,7 +52,7 @@ class Preprocessor:
         self._reduce_to = decode_min_side(settings, self._spec.size)
 
     def __call__(self, data: bytes) -> tuple[np.ndarray, bytes]:
-        from service.preprocessing.image import decode_image, preprocess
+        from service.preprocessing.image import decode_image, resize_crop
 
         image = decode_image(
             data,
@@ -59,7 +60,7 @@ class Preprocessor:
             max_pixels=self._settings.max_image_pixels,
             reduce_to=self._reduce_to,
         )
-        return preprocess([image], self._spec)[0], render_thumbnail(image, self._settings.thumbnail_size)
+        return resize_crop(image, self._spec), render_thumbnail(image, self._settings.thumbnail_size)
 
 
 class Encoder:
@@ -73,6 +74,7 @@ class Encoder:
 
         bundle = Bundle.load(settings.bundle)
         self.tokenizer: TextTokenizer = bundle.tokenizer()
+        self.image_spec: ImageSpec = bundle.image_spec()
         self.max_images, self.max_texts = settings.max_batch_image, settings.max_batch_text
         self.towers: Towers = load_towers(
             bundle,
@@ -85,9 +87,14 @@ class Encoder:
         )
 
     def images(self, pixels: np.ndarray) -> np.ndarray:
+        """Vectors of ``Preprocessor``'s uint8 [N, S, S, 3] pixels."""
+        from service.preprocessing.image import normalize
+
         return np.concatenate(
             [
-                np.asarray(self.towers.image.embed(np.ascontiguousarray(pixels[i : i + self.max_images])))
+                np.asarray(
+                    self.towers.image.embed(normalize(pixels[i : i + self.max_images], self.image_spec))
+                )
                 for i in range(0, len(pixels), self.max_images)
             ]
         ).astype(np.float32, copy=False)

@@ -144,7 +144,7 @@ class EmbedActor:
 
     def __init__(self, settings: Settings, image_size: int, dim: int) -> None:
         self.encoder = Encoder(settings)
-        self.shape = (3, image_size, image_size)
+        self.shape = (image_size, image_size, 3)
         self.dim = dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -155,7 +155,7 @@ class EmbedActor:
         texts = np.flatnonzero(ok & (batch["kind"] == "text"))
         if len(images):
             pixels = np.stack(
-                [np.frombuffer(batch["pixels"][i], np.float32).reshape(self.shape) for i in images]
+                [np.frombuffer(batch["pixels"][i], np.uint8).reshape(self.shape) for i in images]
             )
             vectors[images] = self.encoder.images(pixels)
         if len(texts):

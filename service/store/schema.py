@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pymilvus import CollectionSchema, DataType, MilvusClient
+if TYPE_CHECKING:
+    from pymilvus import CollectionSchema
 
 Kind = Literal["image", "text"]
 KINDS: tuple[Kind, ...] = ("image", "text")
@@ -113,6 +114,10 @@ def primary_key(tenant: str, item_id: str) -> str:
 
 
 def build_schema(model: str, kind: Kind, dim: int, *, tenant_partition_key: bool) -> CollectionSchema:
+    # pymilvus here, not at the top: the limits above are imported by Settings, Ray workers and the CLI,
+    # which should not pay pymilvus's ~0.4 s import for them.
+    from pymilvus import DataType, MilvusClient
+
     schema = MilvusClient.create_schema(
         auto_id=False, enable_dynamic_field=False, description=description(model, kind, dim)
     )

@@ -26,7 +26,9 @@ from service.preprocessing.image import (
     ImageSpec,
     Rescale,
     decode_image,
+    normalize,
     preprocess,
+    resize_crop,
     to_rgb,
 )
 
@@ -94,6 +96,20 @@ def test_batch_and_other_specs() -> None:
     assert preprocess([], spec).shape == (0, 3, 64, 64)
     with pytest.raises(ValueError, match="resize"):
         ImageSpec(size=64, resize="area")
+
+
+def test_resize_crop_then_normalize_is_preprocess() -> None:
+    """`tuwen index` runs the two halves in different processes: together they must be preprocess."""
+    rng = np.random.default_rng(5)
+    spec = ImageSpec(size=32, resize="shortest_edge", resize_size=40)
+    images = [random_image(rng, 70, 45), random_image(rng, 30, 90, "L"), random_image(rng, 50, 50, "RGBA")]
+    halves = [resize_crop(image, spec) for image in images]
+    assert all(h.dtype == np.uint8 and h.shape == (32, 32, 3) for h in halves)
+    grey = halves[1]
+    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 0], grey[..., 2])
+    assert np.array_equal(normalize(np.stack(halves), spec), preprocess(images, spec))
+    with pytest.raises(ValueError, match=r"uint8 pixels \[N, 32, 32, 3\], got float32 \[2, 3, 32, 32\]"):
+        normalize(np.zeros((2, 3, 32, 32), np.float32), spec)
 
 
 def test_decode_lossless_rgb_and_grey_then_official_parity() -> None:

@@ -156,3 +156,26 @@ def test_thumbnails_default_to_the_local_directory_and_bad_uris_fail_at_start(tm
     for bad in ("thumbs/prefix", "s3://", "s3:///x"):
         with pytest.raises(ValueError, match="TUWEN_THUMBNAIL_S3_URI"):
             settings(thumbnail_s3_uri=bad)
+
+
+@pytest.mark.parametrize(
+    ("mode", "size", "expected"),
+    [
+        ("RGB", (40, 30), (40, 30)),
+        ("RGBA", (40, 30), (40, 30)),
+        ("RGB", (300, 150), (64, 32)),
+        ("L", (20, 90), (14, 64)),
+    ],
+)
+def test_thumbnails_shrink_to_fit_and_leave_the_image_alone(
+    mode: str, size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    from PIL import Image
+
+    from service.thumbnails import render_thumbnail
+
+    image = Image.new(mode, size, 200)
+    before = image.tobytes()
+    thumb = Image.open(io.BytesIO(render_thumbnail(image, 64)))
+    assert (thumb.format, thumb.mode, thumb.size) == ("JPEG", "RGB", expected)
+    assert (image.mode, image.size, image.tobytes()) == (mode, size, before)
