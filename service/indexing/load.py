@@ -28,7 +28,7 @@ import json
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -81,15 +81,17 @@ def load(
             if str(index) in ledger:
                 continue
             rows = pq.read_table(path).to_pylist()
+            writes: list[Future[None]] = []
             for kind in KINDS:
                 of_kind = [r for r in rows if r["kind"] == kind]
                 for start in range(0, len(of_kind), batch_size):
                     chunk = of_kind[start : start + batch_size]
                     items = [_item(r, tenant) for r in chunk]
                     _retrying(lambda k=kind, i=items: store.upsert(k, i))  # type: ignore[misc]
-                    if kind == "image":
-                        _put_thumbnails(pool, thumbnails, tenant, chunk)
+                    if kind == "image":  # written while the next batch is upserted
+                        writes += _put_thumbnails(pool, thumbnails, tenant, chunk)
                     on_items(len(chunk))
+            _finish(writes)  # before the ledger says the shard is loaded
             ledger[str(index)] = len(rows)
             write_json(ledger_path, ledger)
     return sum(ledger.values())
@@ -116,9 +118,15 @@ def _item(row: dict[str, Any], tenant: str) -> Item:
 
 def _put_thumbnails(
     pool: ThreadPoolExecutor, store: ThumbnailStore, tenant: str, rows: list[dict[str, Any]]
-) -> None:
+) -> list[Future[None]]:
     # After the upsert, as POST /items does: a listed thumbnail never belongs to a write that failed.
-    list(pool.map(lambda r: store.put(tenant, r["id"], r["thumbnail"]), [r for r in rows if r["thumbnail"]]))
+    return [pool.submit(store.put, tenant, r["id"], r["thumbnail"]) for r in rows if r["thumbnail"]]
+
+
+def _finish(writes: list[Future[None]]) -> None:
+    """Wait for thumbnail writes; the first that failed raises."""
+    for write in writes:
+        write.result()
 
 
 def _retrying(call: Callable[[], Any]) -> Any:
@@ -222,6 +230,7 @@ def bulk_import(
     # small ones for compaction to merge and the index to build again (the 1M-vector re-indexing churn).
     rows_per_file = max(1, IMPORT_FILE_BYTES // (4 * store.dim + 256))
     pending: dict[Kind, list[Any]] = {kind: [] for kind in KINDS}
+    writes: list[Future[None]] = []
 
     with _orm_connection(store) as alias, ThreadPoolExecutor(8, thread_name_prefix="tuwen-thumbs") as pool:
 
@@ -237,6 +246,8 @@ def bulk_import(
 
         for _, path in out.shards():
             table = pq.read_table(path)
+            _finish(writes)  # the last shard's thumbnails, written meanwhile: at most a shard held in memory
+            writes = []
             for kind in KINDS:
                 rows = table.filter(pa.compute.equal(table["kind"], kind))
                 if not rows.num_rows:
@@ -255,12 +266,15 @@ def bulk_import(
                     columns["text"] = rows["text"]
                 pending[kind].append(pa.table(columns))
                 if kind == "image":
-                    _put_thumbnails(pool, thumbnails, tenant, rows.select(["id", "thumbnail"]).to_pylist())
+                    writes += _put_thumbnails(
+                        pool, thumbnails, tenant, rows.select(["id", "thumbnail"]).to_pylist()
+                    )
                 if sum(t.num_rows for t in pending[kind]) >= rows_per_file:
                     submit(kind)
         for kind in KINDS:
             if pending[kind]:
                 submit(kind)
+        _finish(writes)
         _wait_for_imports(store, alias, tasks, expected)
     return sum(expected.values())
 
@@ -273,10 +287,10 @@ def _seal_and_index(store: VectorStore) -> None:
     from pymilvus import Collection
 
     with _orm_connection(store) as alias:
-        with _orm():
-            for name in store.collections.values():
-                Collection(name, using=alias).flush()
-        _until(lambda: _indexed(store, alias), "Milvus did not finish indexing the loaded rows in time")
+        with _orm(), ThreadPoolExecutor(len(KINDS)) as pool:  # side by side: a flush is mostly waiting
+            names = list(store.collections.values())
+            list(pool.map(lambda name: Collection(name, using=alias).flush(), names))
+        _until(lambda: _indexed(store, alias), "Milvus did not finish indexing the loaded rows in time", 0.5)
 
 
 def _until(done: Callable[[], bool], timeout_message: str, poll_s: float = 1.0) -> None:
