@@ -3,6 +3,7 @@ then ``tuwen load`` into a fresh local Milvus server) and through ``tuwen ingest
 
     .venv/bin/python bench/index_throughput.py                          # 5,000 JPEGs of 256 px
     .venv/bin/python bench/index_throughput.py --images 1000 --actors 1 2 --num-cpus 2 --modes warm
+    .venv/bin/python bench/index_throughput.py --modes warm --decode-in actors tasks --no-ingest
     .venv/bin/python bench/index_throughput.py --arch ViT-B-16 --precision int8 --embed-only
     .venv/bin/python bench/index_throughput.py --arch ViT-B-16 --precision int8 --modes --no-ingest \
         --tower-batches 1 4 8 16 32 --images 96
@@ -87,6 +88,7 @@ def index_once(
     bundle: Path,
     folder: Path,
     actors: int,
+    decode_in: str,
     num_cpus: int | None,
     batch: int,
     precision: str,
@@ -99,7 +101,8 @@ def index_once(
             "TUWEN_DATA_DIR": str(Path(work) / "data"),
             "TUWEN_PRECISION": precision,
         }
-        args = [str(TUWEN), "index", str(folder), "--out", str(out), "--actors", str(actors)]
+        args = [str(TUWEN), "index", str(folder), "--out", str(out), "--decode-in", decode_in]
+        args += ["--actors", str(actors)] if actors else []
         args += ["--batch-size", str(batch), "--no-progress"]
         if warm:
             address, env["TUWEN_MILVUS_URI"] = warm
@@ -168,7 +171,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--arch", default="tiny-vit", help="model architecture of the random bundle (%(default)s)")
     p.add_argument("--images", type=int, default=5000, help="images in the folder (%(default)s)")
     p.add_argument("--image-size", type=int, default=256, help="side of each JPEG (%(default)s)")
-    p.add_argument("--actors", type=int, nargs="+", default=[1], help="tuwen index --actors")
+    p.add_argument("--actors", type=int, nargs="+", default=[0], help="tuwen index --actors (0: its default)")
+    p.add_argument(
+        "--decode-in",
+        nargs="+",
+        choices=["tasks", "actors"],
+        default=["tasks"],
+        help="tuwen index --decode-in (%(default)s)",
+    )
     p.add_argument("--num-cpus", type=int, help="tuwen index --num-cpus (default: all)")
     p.add_argument("--batch-size", type=int, default=64, help="tuwen index --batch-size (%(default)s)")
     p.add_argument("--concurrency", type=int, default=16, help="tuwen ingest --concurrency (%(default)s)")
@@ -219,17 +229,26 @@ def main(argv: list[str] | None = None) -> None:
                 small = write_images(
                     workdir / f"images-{WARM_UP_IMAGES}-{args.image_size}", WARM_UP_IMAGES, args.image_size
                 )
-                first = index_once(bundle, small, 1, args.num_cpus, args.batch_size, args.precision, warm)
+                first = index_once(
+                    bundle, small, 0, "tasks", args.num_cpus, args.batch_size, args.precision, warm
+                )
                 warm_ups.append({k: first[k] for k in ("index_s", "load_s", "embedded", "exit_codes")})
                 print(
                     f"  warm-up (not counted): the fresh cluster's first job indexed {WARM_UP_IMAGES} images "
                     f"in {first['index_s']:.1f} s and loaded them in {first['load_s']:.1f} s"
                 )
-            for actors in args.actors:
+            for actors, decode_in in [(a, d) for d in args.decode_in for a in args.actors]:
                 row = {
-                    "path": f"index {mode} --actors {actors}",
+                    "path": f"index {mode} --actors {actors or 'default'} --decode-in {decode_in}",
                     **index_once(
-                        bundle, folder, actors, args.num_cpus, args.batch_size, args.precision, warm
+                        bundle,
+                        folder,
+                        actors,
+                        decode_in,
+                        args.num_cpus,
+                        args.batch_size,
+                        args.precision,
+                        warm,
                     ),
                 }
                 row["items_per_s"] = row["index_load_items_per_s"]

@@ -22,6 +22,9 @@ DEFAULT_SHARD_SIZE = 1000
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from typing import get_args
+
+    from service.indexing.pipeline import DecodeIn
     from service.indexing.sources import FORMATS
 
     p = subparsers.add_parser(
@@ -38,17 +41,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--address", help="Ray cluster to use (default: a local Ray on this machine)")
     p.add_argument("--num-cpus", type=int, help="CPUs a local Ray may use (default: all)")
     p.add_argument(
-        "--actors", type=int, default=1, help="embedding actors, each with its own towers (default 1)"
+        "--actors",
+        type=int,
+        help="embedding actors, each with its own towers (default: one per GPU with --actor-gpus, one per "
+        "CPU with --decode-in actors as long as they fit in half of Ray's memory, else one)",
     )
     p.add_argument(
         "--actor-cpus",
         type=float,
         help="CPUs each embedding actor reserves, and its ONNX Runtime threads (default: 1 on a cluster, 0 "
-        "on a local Ray; 0 reserves none and shares the cores with decoding; on a local Ray the actors "
-        "always leave one CPU to decoding)",
+        "on a local Ray; 0 reserves none and shares the cores; on a local Ray, actors beside decode tasks "
+        "always leave them one CPU)",
     )
     p.add_argument(
         "--actor-gpus", type=float, default=0, help="GPUs each embedding actor reserves (default 0)"
+    )
+    p.add_argument(
+        "--decode-in",
+        choices=get_args(DecodeIn),
+        default="tasks",
+        help="where images are decoded: in CPU tasks feeding the actors (default: decoding scales with the "
+        "CPUs), or by each actor for the batches it embeds (faster for a tower cheaper than decoding)",
     )
     p.add_argument(
         "--batch-size",
@@ -126,7 +139,7 @@ def run_index(args: argparse.Namespace) -> int:
     from service.indexing.shards import OutputDir
     from service.indexing.sources import plan
 
-    if args.shard_size < 1 or args.batch_size < 1 or args.actors < 1:
+    if args.shard_size < 1 or args.batch_size < 1 or (args.actors is not None and args.actors < 1):
         raise CommandError("--shard-size, --batch-size and --actors must be at least 1")
     if (args.actor_cpus is not None and args.actor_cpus < 0) or args.actor_gpus < 0:
         raise CommandError("--actor-cpus and --actor-gpus must be at least 0")
@@ -161,6 +174,7 @@ def run_index(args: argparse.Namespace) -> int:
         actors=args.actors,
         actor_cpus=args.actor_cpus,
         actor_gpus=args.actor_gpus,
+        decode_in=args.decode_in,
         batch_size=args.batch_size,
     )
     seconds = pipeline.StageSeconds()
@@ -172,8 +186,7 @@ def run_index(args: argparse.Namespace) -> int:
             pending,
             settings,
             out,
-            info.dim,
-            info.image_size,
+            info,
             options,
             advance,
             seconds,
@@ -185,7 +198,7 @@ def run_index(args: argparse.Namespace) -> int:
         **counts,
         skipped_shards=len(done),
         indexed_shards=len(pending),
-        seconds={k: round(v, 2) for k, v in seconds.as_dict().items()},
+        seconds={k: round(v, 4) for k, v in seconds.as_dict().items()},
     )
     if args.load:
         summary = _load(args, settings, out)
@@ -220,7 +233,7 @@ def _load(args: argparse.Namespace, settings: Any, out: Any) -> dict[str, Any]:
             f"loading into Milvus at {settings.resolved_milvus_uri} failed: {exc}; the shards are intact: "
             f"run `tuwen load {out.root}` again to resume"
         ) from None
-    seconds = {**out.summary().get("seconds", {}), "load": round(time.perf_counter() - started, 2)}
+    seconds = {**out.summary().get("seconds", {}), "load": round(time.perf_counter() - started, 4)}
     summary: dict[str, Any] = out.update_summary(
         loaded=loaded,
         load_method=method,

@@ -26,13 +26,17 @@ class ModelInfo:
     name: str
     dim: int
     image_size: int
+    tower_bytes: int  # both towers' graphs, the largest precision of each: what a copy of them holds
 
 
 def model_info(settings: Settings) -> ModelInfo:
-    from service.bundle import Bundle
+    from service.bundle import TOWERS, Bundle
 
     bundle = Bundle.load(settings.bundle)
-    return ModelInfo(bundle.model_name, bundle.embed_dim, bundle.image_spec().size)
+    tower_bytes = sum(
+        max((bundle.file(t, p).stat().st_size for p in bundle.precisions(t)), default=0) for t in TOWERS
+    )
+    return ModelInfo(bundle.model_name, bundle.embed_dim, bundle.image_spec().size, tower_bytes)
 
 
 def decode_min_side(settings: Settings, image_size: int) -> int:

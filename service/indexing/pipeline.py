@@ -1,6 +1,10 @@
-"""The Ray Data pipeline of `tuwen index`: plan rows → read + decode + preprocess + thumbnail (CPU tasks)
-→ embed (an actor pool, each actor holding the bundle's towers) → the driver, which cuts the ordered
-stream back into shards and commits each one (``OutputDir.finish_shard``).
+"""The Ray Data pipeline of `tuwen index`: plan rows → read + decode + preprocess + thumbnail → embed (an
+actor pool, each actor holding the bundle's towers) → the driver, which cuts the ordered stream back into
+shards and commits each one (``OutputDir.finish_shard``).
+
+Decoding runs in CPU tasks feeding the actors (``--decode-in tasks``, the default), so it scales with the
+cluster's CPUs however few actors there are, or in the actors themselves (``actors``: one per CPU by
+default, each decoding the batches it embeds; for a tower that costs less than decoding).
 
 Order is preserved (``preserve_order``) so shards complete one after another and the driver holds at
 most a shard or two of rows; a failed item travels through the pipeline as a row with ``error`` set, so it
@@ -11,15 +15,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from service.commands.errors import CommandError
 from service.config import Settings
-from service.indexing.model import Encoder, Preprocessor
+from service.indexing.model import Encoder, ModelInfo, Preprocessor
 from service.indexing.shards import OutputDir, ShardResult, arrow_schema, failure
 from service.indexing.sources import Row, read_bytes
 
@@ -28,15 +32,31 @@ _preprocessors: dict[str, Preprocessor] = {}
 _RAY_START_TIMEOUTS = ("timed out during startup", "Timed out waiting for file")
 
 
+DecodeIn = Literal["tasks", "actors"]
+
+
 @dataclass(frozen=True)
 class RayOptions:
     address: str | None = None  # None: a local Ray on this machine
     num_cpus: int | None = None  # local Ray only
-    actors: int = 1  # embedding actors (each loads the towers)
+    actors: int | None = None  # embedding actors (each loads the towers); None: default_actors
     actor_cpus: float | None = None  # None: 1 on a cluster, 0 (share the cores) on a local Ray
     actor_gpus: float = 0.0  # 1 per actor on GPU nodes: Ray places one actor per GPU
+    # "tasks": CPU tasks decode for the actors; "actors": each actor decodes the batches it embeds
+    decode_in: DecodeIn = "tasks"
     batch_size: int = 64  # items per embedding actor call (tower calls: the service's max_batch_*)
-    decode_batch: int = 16
+    decode_batch: int = 16  # items per decode task call
+
+    @property
+    def decode_tasks(self) -> bool:
+        """Decode in CPU tasks that feed the actors, so decoding scales with the cluster's CPUs whatever
+        the number of actors: GPU actors, and a big CPU tower that runs best as one actor using every core
+        (ViT-B-16 int8 on 2 cores: 12.0 images/s as one 2-thread actor, 10.1 as two 1-thread ones). Or in
+        the actors, an actor per CPU: for a tower that costs less than decoding, one process per core
+        doing both sends no pixels through Ray's object store and starts one kind of Ray worker instead of
+        two (each one's start and its import of Ray Data cost ~1 s of a core): the tiny test model indexes
+        5,000 images ~25% faster so on 2 cores (docs/benchmarks.md)."""
+        return self.decode_in == "tasks"
 
 
 @dataclass
@@ -59,22 +79,42 @@ class ActorSizing:
     threads: int | None  # its ONNX Runtime intra-op threads (None: the runtime's choice, every core)
 
 
-def actor_sizing(cluster_cpus: float, actors: int, wanted: float | None, local: bool) -> ActorSizing:
+def default_actors(resources: Mapping[str, float], options: RayOptions, tower_bytes: int) -> int:
+    """How many actors ``--actors`` left out means, from the cluster's resources when the job starts.
+
+    GPU towers: one per ``--actor-gpus`` share of the GPUs. CPU towers fed by decode tasks: one, the tasks
+    taking the other CPUs. Actors that decode their own batches: one per CPU (per ``--actor-cpus`` CPUs
+    on a cluster), but no more than fit in half of Ray's memory at two copies of the towers each (the
+    weights and ONNX Runtime's buffers): a 64-core machine does not load a big model 64 times.
+    """
+    if options.actor_gpus > 0:
+        return max(1, int(resources.get("GPU", 0.0) // options.actor_gpus))
+    if options.decode_tasks:
+        return 1
+    by_cpu = int(resources.get("CPU", 1.0) // (options.actor_cpus or 1.0))
+    memory = resources.get("memory", 0.0)
+    by_memory = int(memory / 2 // (2 * tower_bytes)) if memory and tower_bytes else by_cpu
+    return max(1, min(by_cpu, by_memory))
+
+
+def actor_sizing(
+    cluster_cpus: float, actors: int, wanted: float | None, local: bool, *, decode_tasks: bool
+) -> ActorSizing:
     """What each embedding actor reserves and how many threads it runs, for ``--actor-cpus wanted``.
 
-    ``0`` (a local Ray's default) reserves nothing: the actors' threads and the decode tasks share the
-    cores, as the service's own threads do, so no core idles whichever side is the bottleneck (a reserved
-    core sat idle whenever its side had nothing to do: with a big tower, decoding; with a small one, the
-    tower). On a local Ray the cores are then split between the actors' threads. More than 0 (a
-    cluster's default: 1) is reserved, with as many threads; on a local Ray the actors still leave one CPU
-    to the decode tasks (else Ray Data would wait for one forever).
+    ``0`` (a local Ray's default) reserves nothing: the actors' threads (and the decode tasks, if any)
+    share the cores, as the service's own threads do, so no core idles whichever side is the bottleneck (a
+    reserved core sat idle whenever its side had nothing to do: with a big tower, decoding; with a small
+    one, the tower). On a local Ray the cores are then split between the actors' threads. More than 0 (a
+    cluster's default: 1) is reserved, with as many threads; on a local Ray the actors fit in its CPUs and,
+    beside ``decode_tasks``, leave one of them to the tasks (else Ray Data would wait for one forever).
     """
     if wanted is None:
         wanted = 0.0 if local else 1.0
     if wanted == 0:
         return ActorSizing(0.0, max(1, int(cluster_cpus) // actors) if local else None)
     if local:
-        spare = cluster_cpus - 1
+        spare = cluster_cpus - 1 if decode_tasks else cluster_cpus
         if spare <= 0:
             raise CommandError(
                 f"a local Ray with {cluster_cpus:g} CPU cannot run decode tasks beside embedding actors "
@@ -140,14 +180,18 @@ def decode_batch(batch: dict[str, np.ndarray], settings: Settings) -> dict[str, 
 
 
 class EmbedActor:
-    """Ray actor: the towers, loaded once; embeds the batch's images and texts."""
+    """Ray actor: the towers, loaded once; embeds the batch's images and texts, after decoding them itself
+    when ``decodes`` (no decode tasks before it)."""
 
-    def __init__(self, settings: Settings, image_size: int, dim: int) -> None:
+    def __init__(self, settings: Settings, image_size: int, dim: int, decodes: bool) -> None:
         self.encoder = Encoder(settings)
+        self.settings = settings if decodes else None
         self.shape = (image_size, image_size, 3)
         self.dim = dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.settings is not None:
+            batch = decode_batch(batch, self.settings)
         started = time.perf_counter()
         ok = np.array([not e for e in batch["error"]], dtype=bool)
         vectors = np.zeros((len(ok), self.dim), np.float32)
@@ -174,8 +218,7 @@ def run(
     pending: list[int],
     settings: Settings,
     out: OutputDir,
-    dim: int,
-    image_size: int,
+    model: ModelInfo,
     options: RayOptions,
     on_items: Callable[[int], None] = lambda n: None,
     seconds: StageSeconds | None = None,
@@ -190,36 +233,45 @@ def run(
     ]
     if not items:
         return []
+    resources = ray.cluster_resources()
+    actors = options.actors or default_actors(resources, options, model.tower_bytes)
     sizing = actor_sizing(
-        ray.cluster_resources().get("CPU", 0.0), options.actors, options.actor_cpus, not options.address
+        resources.get("CPU", 0.0),
+        actors,
+        options.actor_cpus,
+        not options.address,
+        decode_tasks=options.decode_tasks,
     )
     # TUWEN_INTRA_OP_THREADS still wins when set.
     actor_settings = settings
     if settings.intra_op_threads is None and sizing.threads is not None:
         actor_settings = settings.model_copy(update={"intra_op_threads": sizing.threads})
-    blocks = max(1, min(len(items) // max(options.decode_batch, 1), len(pending) * 4))
-    dataset = (
-        ray.data.from_items(items, override_num_blocks=blocks)
-        .map_batches(
+    # Enough blocks for every actor to have one in hand and the next coming, few enough that a shard
+    # is a handful of them.
+    blocks = max(1, min(len(items) // max(options.decode_batch, 1), max(len(pending) * 4, 2 * actors)))
+    # A decode holds a full image of up to MAX_IMAGE_PIXELS (RGB plus a converted copy).
+    decode_memory = {"memory": settings.max_image_pixels * 6}
+    dataset = ray.data.from_items(items, override_num_blocks=blocks)
+    if options.decode_tasks:
+        # Reserving the memory also keeps Ray from fusing these tasks into the embedding actors (their
+        # resources differ), so decoding scales with the cluster's CPUs, apart from the few model replicas.
+        dataset = dataset.map_batches(
             decode_batch,
             fn_args=(settings,),
             batch_size=options.decode_batch,
             batch_format="numpy",
             num_cpus=1,
-            # A decode holds a full image of up to MAX_IMAGE_PIXELS (RGB plus a converted copy). Reserving
-            # it also keeps Ray from fusing these tasks into the embedding actors (their resources differ),
-            # so decoding scales with the cluster's CPUs, apart from the few model replicas.
-            memory=settings.max_image_pixels * 6,
+            **decode_memory,
         )
-        .map_batches(
-            EmbedActor,
-            fn_constructor_args=(actor_settings, image_size, dim),
-            batch_size=options.batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(size=options.actors),
-            num_cpus=sizing.cpus,
-            num_gpus=options.actor_gpus,
-        )
+    dataset = dataset.map_batches(
+        EmbedActor,
+        fn_constructor_args=(actor_settings, model.image_size, model.dim, not options.decode_tasks),
+        batch_size=options.batch_size,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=sizing.cpus,
+        num_gpus=options.actor_gpus,
+        **({} if options.decode_tasks else decode_memory),
     )
     collected: dict[int, list[dict[str, Any]]] = {}
     finished: list[ShardResult] = []
@@ -231,7 +283,7 @@ def run(
             shard = int(batch["shard"][i])
             collected.setdefault(shard, []).append({k: batch[k][i] for k in batch})
             if len(collected[shard]) == expected[shard]:
-                finished.append(_commit(shard, collected.pop(shard), out, dim))
+                finished.append(_commit(shard, collected.pop(shard), out, model.dim))
         seconds.write += time.perf_counter() - started
         on_items(len(batch["id"]))
     if collected:  # cannot happen unless Ray lost rows: refuse to mark such shards done

@@ -35,6 +35,8 @@ def test_the_rayjob_runs_tuwen_index_on_the_cluster_and_loads() -> None:
     assert argv[0] == "tuwen"
     args = build_parser().parse_args(argv[1:])
     assert (args.command, args.address, args.load) == ("index", "auto", True)
+    # CPU workers and a big tower: one wide actor per worker, decode tasks on the rest of each worker
+    assert (args.actors, args.actor_cpus, args.actor_gpus, args.decode_in) == (4, 6, 0, "tasks")
     # bulk import from the Milvus's object storage where the collections are empty
     assert (args.method, args.import_to) == ("auto", "s3://milvus-bucket/tuwen-import")
     head = job["spec"]["rayClusterSpec"]["headGroupSpec"]

@@ -47,12 +47,12 @@ def test_every_source_kind_gives_the_services_embeddings(
     (tmp_path / "captions.jsonl").write_text(
         "\n".join(json.dumps({"id": k, "text": t}, ensure_ascii=False) for k, t in captions.items())
     )
-    # Two embedding actors on a 2-CPU local Ray, sharing the cores with decoding (the default).
-    extra = ["--captions", str(tmp_path / "captions.jsonl"), "--actors", "2"]
+    # Embedding actors that decode their own batches: one per CPU (two) by default.
+    extra = ["--captions", str(tmp_path / "captions.jsonl"), "--decode-in", "actors"]
     cases.append(("folder", folder, extra, images, captions))
     cn = tmp_path / "cnclip"
-    # Two actors reserving CPUs: they share one and leave one to decoding (reserving a CPU each used to
-    # leave none, and Ray Data waited forever).
+    # Decode tasks feeding the actors (the default); two actors reserving CPUs: they share one and leave
+    # one to the tasks (reserving a CPU each used to leave none, and Ray Data waited forever).
     extra = ["--split", "valid", "--actors", "2", "--actor-cpus", "1"]
     cases.append(("cnclip", cn, extra, *make_cnclip(cn, 24)))
     cases.append(("lmdb", cn, ["--split", "test"], make_lmdb(cn, 12), {}))

@@ -1,12 +1,17 @@
-"""How `tuwen index` sizes its embedding actors and starts a local Ray (units; the pipeline itself runs
-on a real local Ray in tests/service/test_index.py, with two actors on two CPUs there)."""
+"""How `tuwen index` sizes its embedding actors, decides where images are decoded, and starts a local Ray
+(units; the pipeline itself runs on a real local Ray in tests/service/test_index.py, both ways)."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from service.commands.errors import CommandError
-from service.indexing.pipeline import ActorSizing, actor_sizing
+from service.indexing.pipeline import ActorSizing, RayOptions, actor_sizing, default_actors
+
+GiB = 2**30
+ACTORS_DECODE = RayOptions(decode_in="actors")
 
 
 @pytest.mark.parametrize(
@@ -24,21 +29,66 @@ from service.indexing.pipeline import ActorSizing, actor_sizing
 def test_local_actors_share_the_cores_or_leave_a_cpu_to_the_decode_tasks(
     cpus: float, actors: int, wanted: float | None, expected: ActorSizing
 ) -> None:
-    sizing = actor_sizing(cpus, actors, wanted, local=True)
+    sizing = actor_sizing(cpus, actors, wanted, local=True, decode_tasks=True)
     assert sizing == expected
     assert sizing.cpus == 0 or actors * sizing.cpus <= cpus - 1
 
 
+@pytest.mark.parametrize(
+    ("cpus", "actors", "wanted", "expected"),
+    [
+        (2, 2, None, ActorSizing(0.0, 1)),  # the default on 2 CPUs: two actors, a thread each
+        (2, 2, 1.0, ActorSizing(1.0, 1)),  # no decode task to leave a CPU to
+        (2, 4, 1.0, ActorSizing(0.5, 1)),  # but they all fit, or Ray Data would wait for the rest forever
+        (1, 1, 1.0, ActorSizing(1.0, 1)),
+    ],
+)
+def test_local_actors_that_decode_may_reserve_every_cpu(
+    cpus: float, actors: int, wanted: float | None, expected: ActorSizing
+) -> None:
+    assert actor_sizing(cpus, actors, wanted, local=True, decode_tasks=False) == expected
+
+
 def test_cluster_actors_reserve_what_is_asked() -> None:
-    assert actor_sizing(64, 8, None, local=False) == ActorSizing(1.0, 1)  # a cluster's default
-    assert actor_sizing(64, 8, 4.0, local=False) == ActorSizing(4.0, 4)  # the autoscaler finds room
-    assert actor_sizing(64, 8, 0.0, local=False) == ActorSizing(0.0, None)  # the runtime's own threads
+    for decode_tasks in (True, False):
+        sizing = actor_sizing(64, 8, None, local=False, decode_tasks=decode_tasks)
+        assert sizing == ActorSizing(1.0, 1)  # a cluster's default
+        sizing = actor_sizing(64, 8, 4.0, local=False, decode_tasks=decode_tasks)
+        assert sizing == ActorSizing(4.0, 4)  # the autoscaler finds room
+        sizing = actor_sizing(64, 8, 0.0, local=False, decode_tasks=decode_tasks)
+        assert sizing == ActorSizing(0.0, None)  # the runtime's own threads
 
 
-def test_one_cpu_is_refused_with_what_to_do() -> None:
+def test_one_cpu_beside_decode_tasks_is_refused_with_what_to_do() -> None:
     with pytest.raises(CommandError, match="--num-cpus"):
-        actor_sizing(1, 1, 1.0, local=True)
-    assert actor_sizing(1, 1, None, local=True) == ActorSizing(0.0, 1)  # sharing works on one
+        actor_sizing(1, 1, 1.0, local=True, decode_tasks=True)
+    assert actor_sizing(1, 1, None, local=True, decode_tasks=True) == ActorSizing(0.0, 1)  # sharing works
+
+
+def test_decoding_runs_in_tasks_unless_the_actors_are_asked_to() -> None:
+    assert RayOptions().decode_tasks
+    assert RayOptions(actor_gpus=1).decode_tasks
+    assert not RayOptions(decode_in="actors").decode_tasks
+
+
+@pytest.mark.parametrize(
+    ("resources", "options", "tower_bytes", "expected"),
+    [
+        ({"CPU": 32, "memory": 64 * GiB}, RayOptions(), 0, 1),  # decode tasks take the other CPUs
+        ({"CPU": 2, "memory": 16 * GiB}, ACTORS_DECODE, 50 * 2**20, 2),  # one per CPU
+        ({"CPU": 64, "memory": 64 * GiB}, ACTORS_DECODE, 2 * GiB, 8),  # memory caps it: 32 GiB / 4 GiB
+        ({"CPU": 64, "memory": 64 * GiB}, replace(ACTORS_DECODE, actor_cpus=4), 50 * 2**20, 16),
+        ({"CPU": 8, "memory": 1 * GiB}, ACTORS_DECODE, 2 * GiB, 1),  # at least one
+        ({"CPU": 8}, ACTORS_DECODE, 2 * GiB, 8),  # no memory figure: the CPUs
+        ({"CPU": 32, "GPU": 4, "memory": 64 * GiB}, RayOptions(actor_gpus=1), 2 * GiB, 4),  # one per GPU
+        ({"CPU": 32, "GPU": 4}, RayOptions(actor_gpus=0.5), 0, 8),
+        ({"CPU": 32}, RayOptions(actor_gpus=1), 0, 1),  # GPU nodes yet to come: the autoscaler adds one
+    ],
+)
+def test_actors_by_default_fill_the_cluster(
+    resources: dict[str, float], options: RayOptions, tower_bytes: int, expected: int
+) -> None:
+    assert default_actors(resources, options, tower_bytes) == expected
 
 
 class _RayStarts:
