@@ -72,23 +72,23 @@ def test_decoding_runs_in_tasks_unless_the_actors_are_asked_to() -> None:
 
 
 @pytest.mark.parametrize(
-    ("resources", "options", "tower_bytes", "expected"),
+    ("resources", "options", "actor_bytes", "expected"),
     [
         ({"CPU": 32, "memory": 64 * GiB}, RayOptions(), 0, 1),  # decode tasks take the other CPUs
-        ({"CPU": 2, "memory": 16 * GiB}, ACTORS_DECODE, 50 * 2**20, 2),  # one per CPU
-        ({"CPU": 64, "memory": 64 * GiB}, ACTORS_DECODE, 2 * GiB, 8),  # memory caps it: 32 GiB / 4 GiB
-        ({"CPU": 64, "memory": 64 * GiB}, replace(ACTORS_DECODE, actor_cpus=4), 50 * 2**20, 16),
-        ({"CPU": 8, "memory": 1 * GiB}, ACTORS_DECODE, 2 * GiB, 1),  # at least one
-        ({"CPU": 8}, ACTORS_DECODE, 2 * GiB, 8),  # no memory figure: the CPUs
+        ({"CPU": 2, "memory": 16 * GiB}, ACTORS_DECODE, 350 * 2**20, 2),  # one per CPU
+        ({"CPU": 64, "memory": 64 * GiB}, ACTORS_DECODE, 4 * GiB, 8),  # memory caps it: 32 GiB / 4 GiB
+        ({"CPU": 64, "memory": 64 * GiB}, replace(ACTORS_DECODE, actor_cpus=4), 350 * 2**20, 16),
+        ({"CPU": 8, "memory": 1 * GiB}, ACTORS_DECODE, 4 * GiB, 1),  # at least one
+        ({"CPU": 8}, ACTORS_DECODE, 4 * GiB, 8),  # no memory figure: the CPUs
         ({"CPU": 32, "GPU": 4, "memory": 64 * GiB}, RayOptions(actor_gpus=1), 2 * GiB, 4),  # one per GPU
         ({"CPU": 32, "GPU": 4}, RayOptions(actor_gpus=0.5), 0, 8),
         ({"CPU": 32}, RayOptions(actor_gpus=1), 0, 1),  # GPU nodes yet to come: the autoscaler adds one
     ],
 )
 def test_actors_by_default_fill_the_cluster(
-    resources: dict[str, float], options: RayOptions, tower_bytes: int, expected: int
+    resources: dict[str, float], options: RayOptions, actor_bytes: int, expected: int
 ) -> None:
-    assert default_actors(resources, options, tower_bytes) == expected
+    assert default_actors(resources, options, actor_bytes) == expected
 
 
 class _RayStarts:
