@@ -185,13 +185,13 @@ class EmbedActor:
 
     def __init__(self, settings: Settings, image_size: int, dim: int, decodes: bool) -> None:
         self.encoder = Encoder(settings)
-        self.settings = settings if decodes else None
+        self.decode_settings = settings if decodes else None
         self.shape = (image_size, image_size, 3)
         self.dim = dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self.settings is not None:
-            batch = decode_batch(batch, self.settings)
+        if self.decode_settings is not None:
+            batch = decode_batch(batch, self.decode_settings)
         started = time.perf_counter()
         ok = np.array([not e for e in batch["error"]], dtype=bool)
         vectors = np.zeros((len(ok), self.dim), np.float32)
