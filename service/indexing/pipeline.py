@@ -79,13 +79,16 @@ class ActorSizing:
     threads: int | None  # its ONNX Runtime intra-op threads (None: the runtime's choice, every core)
 
 
-def default_actors(resources: Mapping[str, float], options: RayOptions, actor_bytes: int) -> int:
+def default_actors(
+    resources: Mapping[str, float], options: RayOptions, tower_bytes: int, decode_bytes: int
+) -> int:
     """How many actors ``--actors`` left out means, from the cluster's resources when the job starts.
 
     GPU towers: one per ``--actor-gpus`` share of the GPUs. CPU towers fed by decode tasks: one, the tasks
     taking the other CPUs. Actors that decode their own batches: one per CPU (per ``--actor-cpus`` CPUs
-    on a cluster), but no more than fit in half of Ray's memory at ``actor_bytes`` each (see ``run``): a
-    64-core machine does not load a big model 64 times, nor reserve more memory than Ray has.
+    on a cluster), but no more than fit in half of Ray's memory, each holding the towers twice over (the
+    weights and ONNX Runtime's buffers) and reserving ``decode_bytes`` for a decode: a 64-core machine
+    does not load a big model 64 times, nor reserve more memory than Ray has.
     """
     if options.actor_gpus > 0:
         return max(1, int(resources.get("GPU", 0.0) // options.actor_gpus))
@@ -93,7 +96,7 @@ def default_actors(resources: Mapping[str, float], options: RayOptions, actor_by
         return 1
     by_cpu = int(resources.get("CPU", 1.0) // (options.actor_cpus or 1.0))
     memory = resources.get("memory", 0.0)
-    by_memory = int(memory / 2 // actor_bytes) if memory and actor_bytes else by_cpu
+    by_memory = int(memory / 2 // (2 * tower_bytes + decode_bytes)) if memory else by_cpu
     return max(1, min(by_cpu, by_memory))
 
 
@@ -236,10 +239,7 @@ def run(
     # A decode holds a full image of up to MAX_IMAGE_PIXELS (RGB plus a converted copy): reserved for it.
     decode_bytes = settings.max_image_pixels * 6
     resources = ray.cluster_resources()
-    # What an actor holds: the towers twice over (the weights and ONNX Runtime's buffers), and a decode's
-    # image when it decodes.
-    actor_bytes = 2 * model.tower_bytes + (0 if options.decode_tasks else decode_bytes)
-    actors = options.actors or default_actors(resources, options, actor_bytes)
+    actors = options.actors or default_actors(resources, options, model.tower_bytes, decode_bytes)
     sizing = actor_sizing(
         resources.get("CPU", 0.0),
         actors,

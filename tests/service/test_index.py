@@ -224,3 +224,16 @@ def test_bad_inputs_are_reported_and_the_rest_is_loaded(
     assert (
         rows[("text", "fine")]["text"] == "一只猫"
     )  # the first of a duplicated id wins, the second is reported
+
+
+def test_model_info_sizes_what_an_actor_loads() -> None:
+    """``tower_bytes`` sizes the default number of decoding actors: both towers' graphs."""
+    from service.config import Settings
+    from service.indexing.model import model_info
+
+    bundle = tiny_bundle()
+    info = model_info(Settings(bundle=bundle))
+    graphs = sorted(p.name for p in bundle.glob("*.onnx"))
+    assert graphs == ["image.onnx", "text.onnx"]  # fp32 only: the largest precision of each
+    assert info.tower_bytes == sum((bundle / g).stat().st_size for g in graphs) > 0
+    assert (info.dim, info.image_size) == (64, 64)

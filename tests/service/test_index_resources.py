@@ -10,6 +10,7 @@ import pytest
 from service.commands.errors import CommandError
 from service.indexing.pipeline import ActorSizing, RayOptions, actor_sizing, default_actors
 
+MiB = 2**20
 GiB = 2**30
 ACTORS_DECODE = RayOptions(decode_in="actors")
 
@@ -72,23 +73,32 @@ def test_decoding_runs_in_tasks_unless_the_actors_are_asked_to() -> None:
 
 
 @pytest.mark.parametrize(
-    ("resources", "options", "actor_bytes", "expected"),
+    ("resources", "options", "tower_bytes", "expected"),
     [
         ({"CPU": 32, "memory": 64 * GiB}, RayOptions(), 0, 1),  # decode tasks take the other CPUs
-        ({"CPU": 2, "memory": 16 * GiB}, ACTORS_DECODE, 350 * 2**20, 2),  # one per CPU
-        ({"CPU": 64, "memory": 64 * GiB}, ACTORS_DECODE, 4 * GiB, 8),  # memory caps it: 32 GiB / 4 GiB
-        ({"CPU": 64, "memory": 64 * GiB}, replace(ACTORS_DECODE, actor_cpus=4), 350 * 2**20, 16),
-        ({"CPU": 8, "memory": 1 * GiB}, ACTORS_DECODE, 4 * GiB, 1),  # at least one
-        ({"CPU": 8}, ACTORS_DECODE, 4 * GiB, 8),  # no memory figure: the CPUs
+        ({"CPU": 2, "memory": 16 * GiB}, ACTORS_DECODE, 50 * MiB, 2),  # one per CPU
+        ({"CPU": 64, "memory": 64 * GiB}, ACTORS_DECODE, 2 * GiB - 128 * MiB, 8),  # 32 GiB / 4 GiB each
+        ({"CPU": 64, "memory": 64 * GiB}, replace(ACTORS_DECODE, actor_cpus=4), 50 * MiB, 16),
+        ({"CPU": 8, "memory": 1 * GiB}, ACTORS_DECODE, 2 * GiB, 1),  # at least one
+        ({"CPU": 8}, ACTORS_DECODE, 2 * GiB, 8),  # no memory figure: the CPUs
         ({"CPU": 32, "GPU": 4, "memory": 64 * GiB}, RayOptions(actor_gpus=1), 2 * GiB, 4),  # one per GPU
         ({"CPU": 32, "GPU": 4}, RayOptions(actor_gpus=0.5), 0, 8),
         ({"CPU": 32}, RayOptions(actor_gpus=1), 0, 1),  # GPU nodes yet to come: the autoscaler adds one
     ],
 )
 def test_actors_by_default_fill_the_cluster(
-    resources: dict[str, float], options: RayOptions, actor_bytes: int, expected: int
+    resources: dict[str, float], options: RayOptions, tower_bytes: int, expected: int
 ) -> None:
-    assert default_actors(resources, options, actor_bytes) == expected
+    assert default_actors(resources, options, tower_bytes, decode_bytes=256 * MiB) == expected
+
+
+def test_decoding_actors_never_reserve_more_memory_than_ray_has() -> None:
+    # A tiny model on many cores: the decodes' reserved memory is the limit, not the towers.
+    decode_bytes = 240 * MiB  # the default TUWEN_MAX_IMAGE_PIXELS' reservation
+    for memory in (2 * GiB, 8 * GiB, 30 * GiB):
+        actors = default_actors({"CPU": 256, "memory": memory}, ACTORS_DECODE, 1 * MiB, decode_bytes)
+        assert 1 <= actors < 256
+        assert actors * decode_bytes <= memory / 2
 
 
 class _RayStarts:
